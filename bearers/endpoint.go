@@ -1,0 +1,90 @@
+package bearers
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// Endpoint is a bearer address: scheme://host:port with an optional path, for
+// example tcp://127.0.0.1:9500, ssl://[::1]:9501 or ws://127.0.0.1:9600/connect.
+// The zero value is not a valid endpoint.
+type Endpoint struct {
+	Scheme string // lower case, names the bearer
+	Host   string // host name or IP literal, without brackets
+	Port   int    // 0 means "any port" when listening
+	Path   string // optional, for bearers that use one (starts with "/")
+}
+
+// ParseEndpoint parses "scheme://host:port[/path]". The port is required
+// (0 is allowed, meaning "pick one" for Listen).
+func ParseEndpoint(s string) (Endpoint, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%w %q: %v", ErrBadEndpoint, s, err)
+	}
+	if u.Scheme == "" || u.Opaque != "" || u.Host == "" {
+		return Endpoint{}, fmt.Errorf("%w %q: want scheme://host:port, like tcp://127.0.0.1:9500", ErrBadEndpoint, s)
+	}
+	if err := ValidateScheme(u.Scheme); err != nil {
+		return Endpoint{}, fmt.Errorf("%w %q: %v", ErrBadEndpoint, s, err)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return Endpoint{}, fmt.Errorf("%w %q: user info, query and fragment are not allowed", ErrBadEndpoint, s)
+	}
+	host, portStr, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%w %q: %v (a port is required)", ErrBadEndpoint, s, err)
+	}
+	if host == "" {
+		return Endpoint{}, fmt.Errorf("%w %q: empty host; name an address such as 127.0.0.1 (nothing listens on all interfaces unless you say 0.0.0.0)", ErrBadEndpoint, s)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return Endpoint{}, fmt.Errorf("%w %q: port %q is not a number from 0 to 65535", ErrBadEndpoint, s, portStr)
+	}
+	if u.Path != "" && u.Path[0] != '/' {
+		return Endpoint{}, fmt.Errorf("%w %q: path must start with /", ErrBadEndpoint, s)
+	}
+	return Endpoint{Scheme: u.Scheme, Host: host, Port: port, Path: u.Path}, nil
+}
+
+// MustParseEndpoint is ParseEndpoint for constants in tests and defaults; it
+// panics on a bad endpoint.
+func MustParseEndpoint(s string) Endpoint {
+	ep, err := ParseEndpoint(s)
+	if err != nil {
+		panic(err)
+	}
+	return ep
+}
+
+// HostPort returns "host:port" with IPv6 literals bracketed, as net.Dial wants.
+func (e Endpoint) HostPort() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+
+// String formats the endpoint as a URL.
+func (e Endpoint) String() string {
+	if e.Scheme == "" {
+		return ""
+	}
+	return e.Scheme + "://" + e.HostPort() + e.Path
+}
+
+// IsZero reports whether e is the zero Endpoint.
+func (e Endpoint) IsZero() bool { return e == Endpoint{} }
+
+// WithAddr returns e with host and port taken from a bound address (for
+// example a listener's Addr after listening on port 0).
+func (e Endpoint) WithAddr(a net.Addr) Endpoint {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return e
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return e
+	}
+	e.Host, e.Port = host, p
+	return e
+}
