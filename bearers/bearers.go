@@ -222,3 +222,21 @@ func ValidateScheme(s string) error {
 	}
 	return nil
 }
+
+// PacketBinder is implemented by datagram bearers whose listeners are plain
+// kernel UDP sockets. BindPacket binds the endpoint and returns the socket
+// without reading from it, so that a plugin can hand the socket itself to the
+// host, which then does the (batched) datagram I/O with no extra process hop.
+// The caller owns the returned socket.
+type PacketBinder interface {
+	BindPacket(ctx context.Context, ep Endpoint) (*net.UDPConn, error)
+}
+
+// SocketConn is implemented by connections that are a kernel socket
+// underneath (a *net.TCPConn or *net.UDPConn), with nothing buffered above
+// it. A plugin hands such a socket to the host as a file descriptor instead
+// of relaying its bytes. A bearer must not claim this for a connection with
+// state above the socket (TLS, WebSocket framing, buffered reads).
+type SocketConn interface {
+	NetConn() net.Conn
+}

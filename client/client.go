@@ -1,0 +1,300 @@
+// Package client connects to a Connect server over any bearer and keeps the
+// connection registered: it runs the connection state machine
+// Connecting → Registration → Connected, authenticates in-channel with the
+// client's persistent client id and a token (or the TLS client certificate
+// an ssl bearer presented), keeps the connection alive with pings and goes
+// back to Connecting when the connection or the registration fails.
+//
+// connectclient is built on this package; remoteservicerunner will be too.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/wire"
+)
+
+// State is a connection state.
+type State int32
+
+const (
+	// Connecting: opening a connection through the bearer.
+	Connecting State = iota
+	// Registration: connected, Hello sent, waiting for Welcome or Reject.
+	Registration
+	// Connected: registered; calls can be made.
+	Connected
+	// Closed: Close was called or a permanent failure ended the client.
+	Closed
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "Connecting"
+	case Registration:
+		return "Registration"
+	case Connected:
+		return "Connected"
+	case Closed:
+		return "Closed"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Config configures a Client.
+type Config struct {
+	// Server is the endpoint to reach; Bearer dials it.
+	Server bearers.Endpoint
+	Bearer bearers.Bearer
+	// ClientID is the persistent client id (statedir.ClientID keeps one).
+	ClientID uuid.UUID
+	// Token authenticates the client; may be empty when the bearer presents
+	// a client certificate the server accepts.
+	Token string
+	// Name is shown in the server's logs and client lists.
+	Name string
+	// RegistrationTimeout bounds Connecting plus Registration of one
+	// attempt. Default 10s.
+	RegistrationTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff between attempts (defaults
+	// 100ms and 5s). Retries go on until the context given to Dial ends,
+	// or, after the first success, until Close.
+	RetryMin, RetryMax time.Duration
+	// OnState, if set, is called on every state change, with the error
+	// that caused a fall back to Connecting. It must not block.
+	OnState func(to State, err error)
+	// Logger; default discards.
+	Logger *slog.Logger
+}
+
+// RejectError is the server's refusal of a registration.
+type RejectError struct {
+	Code      wire.RejectCode
+	Message   string
+	Retryable bool
+}
+
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("server rejected the registration (%v): %s", e.Code, e.Message)
+}
+
+// ErrClosed is returned by calls on a closed client.
+var ErrClosed = errors.New("client: closed")
+
+// Client is a registered connection to a server. Its methods are safe for
+// concurrent use.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	nextPing atomic.Uint64
+
+	mu      sync.Mutex
+	state   State
+	link    *link         // current registered link, nil unless Connected
+	changed chan struct{} // closed and replaced on every state change
+	lastErr error
+}
+
+// Dial connects and registers, retrying transient failures (connection
+// refused, timeouts, retryable rejections) with backoff until ctx ends.
+// A permanent rejection (authentication, protocol version) is returned at
+// once as a *RejectError. After Dial succeeds the client reconnects by
+// itself whenever the connection fails, until Close.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Bearer == nil {
+		return nil, errors.New("client: no bearer to reach " + cfg.Server.String())
+	}
+	if cfg.ClientID == uuid.Nil {
+		return nil, errors.New("client: no client id")
+	}
+	if cfg.RegistrationTimeout <= 0 {
+		cfg.RegistrationTimeout = 10 * time.Second
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(5*time.Second, cfg.RetryMin)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), state: Connecting}
+	if c.log == nil {
+		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	l, err := c.connect(ctx)
+	if err != nil {
+		c.setState(Closed, err)
+		c.cancel()
+		return nil, err
+	}
+	c.start(l)
+	return c, nil
+}
+
+func (c *Client) setState(s State, err error) {
+	c.mu.Lock()
+	if c.state == Closed || c.state == s && err == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.state = s
+	if err != nil {
+		c.lastErr = err
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	c.log.Debug("client state", "state", s, "error", err)
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(s, err)
+	}
+}
+
+// State returns the current state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// ServerID is the id the server announced in its last Welcome.
+func (c *Client) ServerID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.link == nil {
+		return ""
+	}
+	return c.link.welcome.ServerID
+}
+
+// connect runs Connecting → Registration → Connected until it succeeds, a
+// permanent error occurs, or ctx (or the client) ends.
+func (c *Client) connect(ctx context.Context) (*link, error) {
+	backoff := c.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		l, err := c.attempt(ctx)
+		if err == nil {
+			return l, nil
+		}
+		var rej *RejectError
+		if errors.As(err, &rej) && !rej.Retryable {
+			return nil, err
+		}
+		if ctx.Err() != nil || c.ctx.Err() != nil {
+			return nil, fmt.Errorf("giving up after %d attempt(s); last: %w", attempt, err)
+		}
+		c.setState(Connecting, err)
+		c.log.Info("connection attempt failed; retrying", "attempt", attempt, "error", err)
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/2+1))
+		backoff = min(2*backoff, c.cfg.RetryMax)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("giving up after %d attempt(s); last: %w", attempt, err)
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		case <-time.After(wait):
+		}
+	}
+}
+
+// start makes l the current link and runs its reader and keepalive.
+func (c *Client) start(l *link) {
+	c.mu.Lock()
+	c.link = l
+	c.mu.Unlock()
+	c.setState(Connected, nil)
+	c.wg.Add(1)
+	go c.run(l)
+}
+
+// run owns one link: it reads until the link fails, then reconnects.
+func (c *Client) run(l *link) {
+	defer c.wg.Done()
+	err := l.serve(c.ctx)
+	l.close()
+	c.mu.Lock()
+	if c.link == l {
+		c.link = nil
+	}
+	c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		return
+	}
+	c.setState(Connecting, err)
+	c.log.Info("connection lost; reconnecting", "error", err)
+	nl, err := c.connect(c.ctx)
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.log.Error("cannot reconnect", "error", err)
+			c.setState(Closed, err)
+		}
+		return
+	}
+	c.start(nl)
+}
+
+// current waits until the client is Connected and returns its link.
+func (c *Client) current(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		l, st, ch, lastErr := c.link, c.state, c.changed, c.lastErr
+		c.mu.Unlock()
+		if st == Connected && l != nil {
+			return l, nil
+		}
+		if st == Closed {
+			if lastErr != nil {
+				return nil, fmt.Errorf("%w: %v", ErrClosed, lastErr)
+			}
+			return nil, ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("not connected (%v): %w", lastErr, ctx.Err())
+		}
+	}
+}
+
+// Ping measures one round trip to the server. On a datagram bearer the ping
+// is retransmitted until answered or ctx ends.
+func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	l, err := c.current(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return l.ping(ctx, c.nextPing.Add(1))
+}
+
+// Close says goodbye to the server, closes the connection and stops every
+// goroutine of the client. Idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	l := c.link
+	c.mu.Unlock()
+	if l != nil {
+		l.goodbye()
+		l.close()
+	}
+	c.cancel()
+	c.setState(Closed, nil)
+	c.wg.Wait()
+	return nil
+}

@@ -1,0 +1,270 @@
+// Command connectclient talks to a Connect server.
+//
+//	connectclient [--server URL] [--token TOKEN | --token-file FILE] [--ca FILE]
+//	              [--cert F --key F] [--insecure] [--state-dir DIR] [--json]
+//	              [--timeout D] [--bearer-plugin PATH] COMMAND ...
+//
+// Commands: ping, version.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/bearers/stock"
+	"github.com/bearerkit/connect/client"
+	"github.com/bearerkit/connect/internal/cli"
+	"github.com/bearerkit/connect/internal/statedir"
+	"github.com/bearerkit/connect/internal/version"
+	"github.com/bearerkit/connect/pluginhost"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	server, token, tokenFile, ca, cert, key, stateDir, bearerPlugin, name string
+	logLevel                                                              string
+	insecure, json                                                        bool
+	timeout                                                               time.Duration
+	count                                                                 int
+	interval                                                              time.Duration
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	err := dispatch(args, stdout, stderr)
+	var usage *cli.UsageError
+	switch {
+	case err == nil:
+		return cli.ExitOK
+	case errors.Is(err, pflag.ErrHelp):
+		return cli.ExitOK
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "connectclient: %v\nRun 'connectclient --help' for usage.\n", err)
+		return cli.ExitUsage
+	default:
+		fmt.Fprintf(stderr, "connectclient: %v\n", err)
+		return cli.ExitFailure
+	}
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := pflag.NewFlagSet("connectclient", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.server, "server", "tcp://127.0.0.1:9500", "server `URL` (tcp://, udp://, ssl://, or a plugin bearer's scheme)")
+	fs.StringVar(&o.token, "token", "", "authentication `TOKEN` (default: $CONNECT_TOKEN, else the token file in the state directory)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from `FILE`")
+	fs.StringVar(&o.ca, "ca", "", "ssl: trust the server certificate(s) in `FILE` (PEM)")
+	fs.StringVar(&o.cert, "cert", "", "ssl: client certificate `FILE` (PEM), with --key")
+	fs.StringVar(&o.key, "key", "", "ssl: client key `FILE` (PEM), with --cert")
+	fs.BoolVar(&o.insecure, "insecure", false, "ssl: do not verify the server certificate (development only)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state `DIR` holding the client id (default $CONNECT_STATE_DIR, else ~/.local/state/connect)")
+	fs.BoolVar(&o.json, "json", false, "print results as JSON")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up connecting and registering after `D`")
+	fs.StringVar(&o.bearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
+	fs.StringVar(&o.name, "name", "connectclient", "client `NAME` shown by the server")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.IntVar(&o.count, "count", 3, "ping: number of pings")
+	fs.DurationVar(&o.interval, "interval", 200*time.Millisecond, "ping: time between pings")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: connectclient [flags] COMMAND\n\nCommands:\n  ping      connect, register and measure round trips\n  version   print the version\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return cli.Usagef("%v", err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return cli.Usagef("no command")
+	}
+	switch cmd := fs.Arg(0); cmd {
+	case "version":
+		fmt.Fprintln(stdout, version.String("connectclient"))
+		return nil
+	case "ping":
+		if fs.NArg() > 1 {
+			return cli.Usagef("ping takes no arguments")
+		}
+		return ping(&o, stdout, stderr)
+	default:
+		return cli.Usagef("unknown command %q", cmd)
+	}
+}
+
+func ping(o *options, stdout, stderr io.Writer) error {
+	if o.count < 1 {
+		return cli.Usagef("--count must be at least 1")
+	}
+	logger, err := cli.NewLogger(stderr, o.logLevel, "text")
+	if err != nil {
+		return err
+	}
+	ep, err := bearers.ParseEndpoint(o.server)
+	if err != nil {
+		return cli.Usagef("--server: %v", err)
+	}
+	dir, err := statedir.Resolve(o.stateDir)
+	if err != nil {
+		return err
+	}
+	token, err := findToken(o, dir)
+	if err != nil {
+		return err
+	}
+	id, err := statedir.ClientID(dir)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	b, closeBearer, err := bearerFor(ctx, o, ep, dir, logger)
+	if err != nil {
+		return err
+	}
+	defer closeBearer()
+
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	c, err := client.Dial(dctx, client.Config{
+		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
+		RegistrationTimeout: min(o.timeout, 10*time.Second), Logger: logger,
+		OnState: func(s client.State, err error) {
+			if err != nil {
+				logger.Info("state", "state", s.String(), "because", err)
+			} else {
+				logger.Debug("state", "state", s.String())
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if !o.json {
+		fmt.Fprintf(stdout, "connected to %s (server %s) as client %s\n", ep, c.ServerID(), id)
+	}
+	var rtts []time.Duration
+	for i := 0; i < o.count; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(o.interval):
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, o.timeout)
+		rtt, err := c.Ping(pctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		rtts = append(rtts, rtt)
+		if !o.json {
+			fmt.Fprintf(stdout, "ping %d: %v\n", i+1, rtt.Round(time.Microsecond))
+		}
+	}
+	lo, hi, sum := rtts[0], rtts[0], time.Duration(0)
+	for _, r := range rtts {
+		lo, hi, sum = min(lo, r), max(hi, r), sum+r
+	}
+	avg := sum / time.Duration(len(rtts))
+	if o.json {
+		us := make([]float64, len(rtts))
+		for i, r := range rtts {
+			us[i] = float64(r.Nanoseconds()) / 1e3
+		}
+		return json.NewEncoder(stdout).Encode(map[string]any{
+			"server": ep.String(), "serverId": c.ServerID(), "clientId": id.String(), "state": c.State().String(),
+			"rttMicros": us, "minMicros": float64(lo.Nanoseconds()) / 1e3, "avgMicros": float64(avg.Nanoseconds()) / 1e3, "maxMicros": float64(hi.Nanoseconds()) / 1e3,
+		})
+	}
+	fmt.Fprintf(stdout, "%d pings: min %v avg %v max %v\n", len(rtts), lo.Round(time.Microsecond), avg.Round(time.Microsecond), hi.Round(time.Microsecond))
+	return nil
+}
+
+// findToken: --token, --token-file, $CONNECT_TOKEN, then the server's
+// generated token file in the state directory if there is one.
+func findToken(o *options, dir string) (string, error) {
+	switch {
+	case o.token != "" && o.tokenFile != "":
+		return "", cli.Usagef("--token and --token-file are exclusive")
+	case o.token != "":
+		return o.token, nil
+	case o.tokenFile != "":
+		t, err := statedir.ReadToken(o.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		return t, nil
+	case os.Getenv("CONNECT_TOKEN") != "":
+		return os.Getenv("CONNECT_TOKEN"), nil
+	}
+	if t, err := statedir.ReadToken(statedir.TokenFile(dir)); err == nil {
+		return t, nil
+	}
+	return "", nil // the server may accept a client certificate instead
+}
+
+// bearerFor returns the bearer that dials ep: an external plugin when
+// --bearer-plugin is given, else the stock bearer for the scheme, in process.
+func bearerFor(ctx context.Context, o *options, ep bearers.Endpoint, dir string, logger *slog.Logger) (bearers.Bearer, func(), error) {
+	attrs := bearers.Attributes{}
+	sslFlags := o.ca != "" || o.cert != "" || o.key != "" || o.insecure
+	if (o.cert == "") != (o.key == "") {
+		return nil, nil, cli.Usagef("--cert and --key go together")
+	}
+	if ep.Scheme == "ssl" {
+		if o.ca != "" {
+			attrs["ca"] = o.ca
+		}
+		if o.cert != "" {
+			attrs["clientCert"], attrs["clientKey"] = o.cert, o.key
+		}
+		if o.insecure {
+			attrs["insecureSkipVerify"] = "true"
+		}
+	} else if sslFlags && o.bearerPlugin == "" {
+		return nil, nil, cli.Usagef("--ca, --cert, --key and --insecure apply to ssl:// servers, not %s://", ep.Scheme)
+	}
+	if o.bearerPlugin != "" {
+		p, err := pluginhost.Start(ctx, pluginhost.Options{Name: o.bearerPlugin, Path: o.bearerPlugin,
+			Config: bearers.Config{Attributes: attrs, StateDir: dir}, Logger: logger})
+		if err != nil {
+			return nil, nil, err
+		}
+		if p.Info().Scheme != ep.Scheme {
+			p.Close()
+			return nil, nil, cli.Usagef("--bearer-plugin %s serves %s://, but --server is %s", o.bearerPlugin, p.Info().Scheme, ep)
+		}
+		return p, func() { p.Close() }, nil
+	}
+	reg, err := stock.Registry().ByScheme(ep.Scheme)
+	if err != nil {
+		return nil, nil, cli.Usagef("--server %s: %v; for a third-party bearer pass --bearer-plugin PATH", ep, err)
+	}
+	b, err := reg.New(bearers.Config{Attributes: attrs, StateDir: dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	if n, ok := b.(bearers.Noticer); ok {
+		for _, msg := range n.Notices() {
+			logger.Warn(msg)
+		}
+	}
+	return b, func() {}, nil
+}

@@ -1,0 +1,184 @@
+// Package config owns the server configuration: the XML file that
+// connectserver reads (see docs/CONFIG.md), its embedded default, and its
+// validation.
+//
+// Load and Parse read a configuration with github.com/beevik/etree, check
+// everything a configuration can get wrong without starting the server
+// (unknown elements and attributes, bad endpoints, durations and enums,
+// duplicate adapter names and addresses, unreadable token files) and report
+// every problem at once as Problems, one "file:line: message" per problem.
+// Default returns the embedded default configuration that connectserver runs
+// with when no --config is given.
+//
+// The package does not know the bearers' own attributes: a bearer checks those
+// itself when it is created. It imports nothing of Connect but the bearer
+// contract.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bearerkit/connect/bearers"
+)
+
+// Defaults for settings the file leaves out.
+const (
+	DefaultHTTPAddr            = "127.0.0.1:8080"
+	DefaultLogLevel            = "info"
+	DefaultLogFormat           = "text"
+	DefaultRegistrationTimeout = 10 * time.Second
+	DefaultPluginStartTimeout  = 10 * time.Second
+	DefaultRestartBackoffMin   = 100 * time.Millisecond
+	DefaultRestartBackoffMax   = 30 * time.Second
+)
+
+// MaxFileSize is the largest configuration file Load and Parse accept.
+const MaxFileSize = 1 << 20
+
+// DefaultFile is the File name of the embedded default configuration.
+const DefaultFile = "<embedded default.xml>"
+
+// StockTypes maps the stock bearers' type ids to the endpoint scheme each
+// serves. An adapter of a stock type needs no plugin attribute.
+var StockTypes = map[string]string{
+	"connect.bearer.tcp": "tcp",
+	"connect.bearer.udp": "udp",
+	"connect.bearer.ssl": "ssl",
+}
+
+// Server is a loaded, validated server configuration.
+type Server struct {
+	// File is the configuration file's name as given to Load or Parse
+	// (DefaultFile for the embedded default).
+	File string
+	// HTTPAddr is the HTTP API's host:port, "" when it is off.
+	HTTPAddr string
+	// StateDir is the configured state directory (absolute), "" when the
+	// file does not set one. Flags and $CONNECT_STATE_DIR take precedence.
+	StateDir string
+	// Log is the logging setup.
+	Log Log
+	// Auth is how clients authenticate.
+	Auth Auth
+	// RegistrationTimeout is how long a new connection may take to register.
+	RegistrationTimeout time.Duration
+	// Plugins are the plugin host's timings.
+	Plugins Plugins
+	// Adapters are the connection adapters (bearers listening on
+	// endpoints), in file order.
+	Adapters []Adapter
+}
+
+// Log is the logging setup.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string
+	// Format is text or json.
+	Format string
+}
+
+// Auth is how clients authenticate.
+type Auth struct {
+	// Tokens are the accepted client tokens. When empty, the server
+	// generates one in its state directory.
+	Tokens []string
+	// AllowCertificates lets a client certificate verified by a secure
+	// bearer authenticate the client without a token.
+	AllowCertificates bool
+}
+
+// Plugins are the plugin host's timings.
+type Plugins struct {
+	// StartTimeout is how long a plugin may take to start and hand shake.
+	StartTimeout time.Duration
+	// RestartBackoffMin and RestartBackoffMax bound the delay before a
+	// crashed plugin is restarted; the delay doubles from min up to max.
+	RestartBackoffMin time.Duration
+	RestartBackoffMax time.Duration
+}
+
+// Adapter is a connection adapter: one bearer listening on one endpoint.
+type Adapter struct {
+	// Name identifies the adapter in logs and metrics; unique. It defaults
+	// to the last part of the type ("tcp" for connect.bearer.tcp).
+	Name string
+	// Type is the bearer type id, for example connect.bearer.tcp.
+	Type string
+	// Plugin is the bearer's executable as an absolute path, or "" for a
+	// stock bearer built into connectserver. A relative path in the file is
+	// resolved against the configuration file's directory.
+	Plugin string
+	// Address is the endpoint the bearer listens on.
+	Address bearers.Endpoint
+	// Attributes are the bearer's own settings (never nil after Parse).
+	Attributes bearers.Attributes
+	// Line is the adapter's line in the file, 0 when it did not come from
+	// the file (for example from --listen).
+	Line int
+}
+
+// IsStock reports whether the adapter's type is a stock bearer type (built
+// in, unless Plugin overrides it with an external executable).
+func (a Adapter) IsStock() bool {
+	_, ok := StockTypes[a.Type]
+	return ok
+}
+
+//go:embed default.xml
+var defaultXML []byte
+
+// DefaultXML returns a copy of the embedded default configuration's XML.
+func DefaultXML() []byte {
+	return append([]byte(nil), defaultXML...)
+}
+
+// Default returns the embedded default configuration: tcp, udp and ssl
+// bearers on loopback and the HTTP API on 127.0.0.1:8080. Every call returns
+// a fresh copy that the caller may change.
+//
+// The embedded file is part of the program and is tested to parse; Default
+// panics only if a build broke that invariant.
+func Default() *Server {
+	s, err := Parse(DefaultFile, defaultXML)
+	if err != nil {
+		panic(fmt.Sprintf("config: embedded default configuration is invalid:\n%v", err))
+	}
+	return s
+}
+
+// Load reads and parses the configuration file at path. Relative paths in the
+// file (plugins, token files, the state directory) are resolved against the
+// file's directory. On any problem it returns a nil Server and Problems.
+func Load(path string) (*Server, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read configuration: %v", unwrapPath(err))}}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read configuration: %v", unwrapPath(err))}}
+	}
+	return Parse(path, data)
+}
+
+// Parse parses a configuration held in memory. file names it in problems and
+// locates relative paths: they are resolved against file's directory (the
+// working directory when file has none). On any problem it returns a nil
+// Server and Problems listing every problem found, sorted by line.
+func Parse(file string, data []byte) (*Server, error) {
+	return newParser(file, data).run()
+}
+
+// unwrapPath drops the operation and path from an *os.PathError, which the
+// caller already names.
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

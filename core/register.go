@@ -1,0 +1,231 @@
+package core
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/wire"
+)
+
+// ClientInfo describes a registered client.
+type ClientInfo struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Adapter     string    `json:"adapter"`
+	Remote      string    `json:"remote"`
+	Auth        string    `json:"auth"` // "token" or "certificate CN=..."
+	ConnectedAt time.Time `json:"connectedAt"`
+}
+
+// clientConn is one connection from accept to close. The handle goroutine
+// owns it; goAway may be called from elsewhere.
+type clientConn struct {
+	s       *Server
+	adapter *adapter
+	bc      bearers.Conn
+	wc      wire.Conn
+	log     *slog.Logger
+
+	// Set once registration succeeds, before the conn enters s.clients.
+	registered bool
+	clientID   uuid.UUID
+	name       string
+	auth       string
+	since      time.Time
+
+	closeOnce sync.Once
+}
+
+func (c *clientConn) info() ClientInfo {
+	return ClientInfo{ID: c.clientID.String(), Name: c.name, Adapter: c.adapter.cfg.Name,
+		Remote: c.bc.RemoteAddr().String(), Auth: c.auth, ConnectedAt: c.since}
+}
+
+// goAway tells the peer why the connection ends and closes it. Idempotent.
+func (c *clientConn) goAway(reason string) {
+	c.closeOnce.Do(func() {
+		c.bc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.wc.WriteMessage(&wire.Close{Code: wire.CloseGoingAway, Reason: reason})
+		c.wc.Close()
+	})
+}
+
+func (c *clientConn) close() { c.closeOnce.Do(func() { c.wc.Close() }) }
+
+// reject answers a failed registration with a Reject and closes.
+func (c *clientConn) reject(code wire.RejectCode, retryable bool, msg string) {
+	c.closeOnce.Do(func() {
+		c.bc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.wc.WriteMessage(&wire.Reject{Code: code, Message: msg, Retryable: retryable})
+		c.wc.Close()
+	})
+}
+
+// handle runs one connection: registration, then the connected loop.
+func (s *Server) handle(a *adapter, bc bearers.Conn) {
+	a.accepted.Add(1)
+	s.metrics.connections.Add(1)
+	var wc wire.Conn
+	if a.sup.Status().Capabilities.Has(bearers.Datagram) {
+		wc = wire.NewDatagramConn(bc, wire.MaxDatagramPayload)
+	} else {
+		wc = wire.NewStreamConn(bc, wire.DefaultMaxPayload)
+	}
+	c := &clientConn{s: s, adapter: a, bc: bc, wc: wc,
+		log: s.log.With("adapter", a.cfg.Name, "remote", bc.RemoteAddr().String())}
+	if !s.track(c) {
+		bc.Close()
+		return
+	}
+	defer s.untrack(c)
+	defer c.close()
+
+	if err := c.register(); err != nil {
+		s.metrics.registrationFailures.Add(1)
+		c.log.Warn("registration failed", "error", err)
+		return
+	}
+	s.metrics.registrations.Add(1)
+	c.serve()
+}
+
+var errRegistrationTimeout = errors.New("registration timed out")
+
+func (c *clientConn) register() error {
+	timeout := c.s.cfg.RegistrationTimeout
+	c.bc.SetReadDeadline(time.Now().Add(timeout))
+	m, err := c.wc.ReadMessage()
+	if err != nil {
+		if isTimeout(err) {
+			c.reject(wire.RejectRegistrationTimeout, true, fmt.Sprintf("no Hello within the registration timeout (%s)", timeout))
+			return fmt.Errorf("%w: no Hello within %s", errRegistrationTimeout, timeout)
+		}
+		var de *wire.DecodeError
+		if errors.As(err, &de) || errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrFrameTooLarge) {
+			c.reject(wire.RejectProtocol, false, "not a Connect protocol v1 client: "+err.Error())
+			return fmt.Errorf("client does not speak the Connect protocol: %w", err)
+		}
+		return fmt.Errorf("reading Hello: %w", err)
+	}
+	hello, ok := m.(*wire.Hello)
+	if !ok {
+		c.reject(wire.RejectProtocol, false, fmt.Sprintf("the first message must be Hello, got %v", m.Type()))
+		return fmt.Errorf("first message was %v, not Hello", m.Type())
+	}
+	if hello.MinVersion > wire.Version || hello.MaxVersion < wire.Version {
+		c.reject(wire.RejectVersion, false, fmt.Sprintf("client speaks protocol versions %d..%d, this server speaks %d", hello.MinVersion, hello.MaxVersion, wire.Version))
+		return fmt.Errorf("client versions %d..%d, server %d", hello.MinVersion, hello.MaxVersion, wire.Version)
+	}
+	auth, ok := c.s.authenticate(hello.Token, c.bc.Peer())
+	if !ok {
+		c.reject(wire.RejectAuth, false, "authentication failed: wrong or missing token (pass --token or --token-file; a client on the server's machine with the same --state-dir finds the generated token)")
+		return errors.New("authentication failed: wrong or missing token")
+	}
+	c.clientID, c.name, c.auth, c.since = uuid.UUID(hello.ClientID), hello.ClientName, auth, time.Now()
+	if err := c.welcome(); err != nil {
+		return fmt.Errorf("sending Welcome: %w", err)
+	}
+	c.bc.SetReadDeadline(time.Time{})
+
+	s := c.s
+	s.mu.Lock()
+	old := s.clients[c.clientID]
+	s.clients[c.clientID] = c
+	c.registered = true
+	s.mu.Unlock()
+	if old != nil {
+		// The same client id registered again: the newer connection wins.
+		old.goAway("replaced by a newer connection of the same client")
+	}
+	c.log = c.log.With("client_id", c.clientID.String())
+	c.log.Info("client registered", "name", c.name, "auth", auth)
+	return nil
+}
+
+func (c *clientConn) welcome() error {
+	return c.wc.WriteMessage(&wire.Welcome{
+		Version:            wire.Version,
+		ServerID:           c.s.id,
+		ClientID:           c.clientID,
+		PingIntervalMillis: uint32(c.s.opts.PingInterval / time.Millisecond),
+		MaxPayload:         uint32(wire.DefaultMaxPayload),
+	})
+}
+
+// authenticate checks a token against every configured one (in constant
+// time) or accepts a verified client certificate when the configuration
+// allows it. It returns how the client was authenticated.
+func (s *Server) authenticate(token string, peer bearers.Peer) (string, bool) {
+	if token != "" {
+		match := 0
+		for _, t := range s.tokens {
+			match |= subtle.ConstantTimeCompare([]byte(token), []byte(t))
+		}
+		if match == 1 {
+			return "token", true
+		}
+		return "", false
+	}
+	if s.cfg.Auth.AllowCertificates && peer.Identity != "" {
+		return "certificate " + peer.Identity, true
+	}
+	return "", false
+}
+
+// serve is the connected loop: answer pings, drop the connection when the
+// client falls silent for three ping intervals or says goodbye.
+func (c *clientConn) serve() {
+	idle := 3 * c.s.opts.PingInterval
+	for {
+		c.bc.SetReadDeadline(time.Now().Add(idle))
+		m, err := c.wc.ReadMessage()
+		if err != nil {
+			switch {
+			case isTimeout(err):
+				c.log.Info("client silent; dropping the connection", "after", idle)
+				c.goAway(fmt.Sprintf("no traffic for %s", idle))
+			case errors.Is(err, net.ErrClosed):
+			default:
+				c.log.Info("client connection ended", "error", err)
+			}
+			return
+		}
+		switch m := m.(type) {
+		case *wire.Ping:
+			c.s.metrics.pings.Add(1)
+			if err := c.wc.WriteMessage(&wire.Pong{ID: m.ID, SentUnixNano: m.SentUnixNano}); err != nil {
+				c.log.Info("client connection ended", "error", err)
+				return
+			}
+		case *wire.Hello:
+			// A datagram client retransmits Hello until it sees Welcome.
+			if uuid.UUID(m.ClientID) != c.clientID {
+				c.reject(wire.RejectProtocol, false, "a second Hello with another client id on one connection")
+				return
+			}
+			c.welcome()
+		case *wire.Close:
+			c.log.Info("client closed the connection", "reason", m.Reason)
+			return
+		case *wire.Pong:
+			// Unsolicited pongs are harmless.
+		default:
+			// Data frames belong to later layers (sessions); count and drop.
+			c.s.metrics.unhandled.Add(1)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,256 @@
+// Package core is the Connect server: it runs the configured connection
+// adapters (bearer plugins under supervision), registers clients that
+// connect through them, keeps the table of connected clients and serves the
+// HTTP API. Later layers (services, sessions, resume, routing) attach here.
+//
+// A Server is created with New, started with Start and stopped with Close.
+// Nothing in this package imports the cmd packages; connectserver is a thin
+// wrapper around it.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/config"
+	"github.com/bearerkit/connect/internal/statedir"
+	"github.com/bearerkit/connect/pluginhost"
+)
+
+// DefaultPingInterval is the keepalive interval the server announces in
+// Welcome; a connected client that sends nothing for three intervals is
+// dropped.
+const DefaultPingInterval = 5 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	// Config is the validated server configuration.
+	Config *config.Server
+	// StateDir is the resolved state directory (flags > env > file >
+	// default, resolved by the caller). Required.
+	StateDir string
+	// StockPlugin says how to start a stock bearer (by scheme: tcp, udp,
+	// ssl) as a plugin subprocess: usually the server's own executable with
+	// arguments "plugin bearer tcp". Required when the configuration has
+	// stock adapters without a plugin attribute.
+	StockPlugin func(scheme string) (path string, args []string)
+	// PingInterval overrides DefaultPingInterval.
+	PingInterval time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a running Connect server. Its methods are safe for concurrent use.
+type Server struct {
+	opts     Options
+	cfg      *config.Server
+	log      *slog.Logger
+	id       string
+	tokens   []string
+	started  time.Time
+	adapters []*adapter
+	metrics  metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // supervisors, HTTP server, connection handlers
+
+	mu       sync.Mutex
+	closed   bool
+	conns    map[*clientConn]struct{} // every open connection, registered or not
+	clients  map[uuid.UUID]*clientConn
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	closeErr error
+}
+
+type adapter struct {
+	cfg  config.Adapter
+	sup  *pluginhost.Supervisor
+	caps bearers.Capabilities // known once a plugin has described itself
+
+	accepted atomic.Uint64
+}
+
+// New checks options and prepares a server; it starts nothing.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil {
+		return nil, errors.New("core: no configuration")
+	}
+	if opts.StateDir == "" {
+		return nil, errors.New("core: no state directory")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = DefaultPingInterval
+	}
+	s := &Server{opts: opts, cfg: opts.Config, log: opts.Logger, id: uuid.NewString(),
+		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}}
+	s.tokens = append(s.tokens, s.cfg.Auth.Tokens...)
+	for _, a := range s.cfg.Adapters {
+		po := pluginhost.Options{
+			Name:         a.Name,
+			Path:         a.Plugin,
+			WantType:     a.Type,
+			Config:       bearers.Config{Attributes: a.Attributes, StateDir: opts.StateDir},
+			StartTimeout: s.cfg.Plugins.StartTimeout,
+			Logger:       s.log,
+		}
+		if po.Path == "" {
+			scheme, ok := config.StockTypes[a.Type]
+			if !ok || opts.StockPlugin == nil {
+				return nil, fmt.Errorf("core: adapter %s: type %s has no plugin executable", a.Name, a.Type)
+			}
+			po.Path, po.Args = opts.StockPlugin(scheme)
+		}
+		ad := &adapter{cfg: a}
+		ad.sup = pluginhost.NewSupervisor(po, a.Address, func(c bearers.Conn) { s.handle(ad, c) })
+		ad.sup.BackoffMin, ad.sup.BackoffMax = s.cfg.Plugins.RestartBackoffMin, s.cfg.Plugins.RestartBackoffMax
+		s.adapters = append(s.adapters, ad)
+	}
+	return s, nil
+}
+
+// ID is the server's id for this run (sent to clients in Welcome).
+func (s *Server) ID() string { return s.id }
+
+// Start makes sure clients can authenticate, starts the HTTP API and every
+// adapter, and waits (up to the plugin start timeout plus a margin) until
+// each adapter has listened once. An adapter that cannot start is logged
+// and retried in the background; Start fails only if none can start or the
+// HTTP address cannot be bound.
+func (s *Server) Start(ctx context.Context) error {
+	s.started = time.Now()
+	if len(s.tokens) == 0 {
+		tok, created, err := statedir.EnsureToken(s.opts.StateDir)
+		if err != nil {
+			return fmt.Errorf("core: client token: %w", err)
+		}
+		if created {
+			s.log.Info("generated a client token", "file", statedir.TokenFile(s.opts.StateDir))
+		}
+		s.log.Info("clients authenticate with the token in the state directory; clients on this machine with the same state directory find it", "file", statedir.TokenFile(s.opts.StateDir))
+		s.tokens = []string{tok}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.startHTTP(); err != nil {
+		s.cancel()
+		return err
+	}
+	for _, a := range s.adapters {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			a.sup.Run(s.ctx)
+		}()
+	}
+	wait := s.cfg.Plugins.StartTimeout + 5*time.Second
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	running := 0
+	for _, a := range s.adapters {
+		select {
+		case <-a.sup.Ready():
+			running++
+		case <-timer.C:
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		}
+	}
+	if running == 0 && len(s.adapters) > 0 {
+		s.Close()
+		return fmt.Errorf("core: no connection adapter could start (see the log)")
+	}
+	s.log.Info("connectserver running", "server_id", s.id, "adapters", running, "of", len(s.adapters), "http", s.HTTPAddr())
+	return nil
+}
+
+// Adapters returns the adapters' status, in configuration order.
+func (s *Server) Adapters() []pluginhost.Status {
+	out := make([]pluginhost.Status, len(s.adapters))
+	for i, a := range s.adapters {
+		out[i] = a.sup.Status()
+	}
+	return out
+}
+
+// Clients lists the registered clients, sorted by id.
+func (s *Server) Clients() []ClientInfo {
+	s.mu.Lock()
+	out := make([]ClientInfo, 0, len(s.clients))
+	for _, c := range s.clients {
+		out = append(out, c.info())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Close stops accepting, tells connected clients the server is going away,
+// closes every connection, stops the plugins and the HTTP API, and waits
+// for all of it. Idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return s.closeErr
+	}
+	s.closed = true
+	conns := make([]*clientConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	srv := s.httpSrv
+	s.mu.Unlock()
+
+	if s.cancel != nil {
+		s.cancel()
+	}
+	for _, c := range conns {
+		c.goAway("server shutting down")
+	}
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+	}
+	s.wg.Wait()
+	return s.closeErr
+}
+
+// track registers a goroutine-owning connection; false if the server is closing.
+func (s *Server) track(c *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if c.registered && s.clients[c.clientID] == c {
+		delete(s.clients, c.clientID)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
