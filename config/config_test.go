@@ -240,8 +240,8 @@ func TestBadInputs(t *testing.T) {
 		want []string
 	}{
 		{"wrong root", `<server/>`, []string{`c.xml:1: root element is <server>, want <connectserver>`}},
-		{"empty file", ``, []string{`c.xml:1: no <connectserver> element: the file is empty`}},
-		{"only a comment", "<!-- nothing -->\n", []string{`c.xml:1: no <connectserver> element: the file is empty`}},
+		{"empty file", ``, []string{`c.xml:1: no <connectserver> element: the file has no elements`}},
+		{"only a comment", "<!-- nothing -->\n", []string{`c.xml:1: no <connectserver> element: the file has no elements`}},
 		{"no adapter", "\n<connectserver>\n</connectserver>", []string{
 			`c.xml:2: connectserver has no <connectionAdapter>; declare at least one bearer to listen on`}},
 		{"second root", "<connectserver>\n" + adapterTCP + "\n</connectserver>\n<connectserver/>", []string{
@@ -316,6 +316,10 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address": scheme "tcp" belongs to the stock type connect.bearer.tcp; a plugin bearer serves a scheme of its own`}},
 		{"bad name", "<connectserver>\n<connectionAdapter name=\"a b\" type=\"connect.bearer.tcp\" address=\"tcp://127.0.0.1:1\"/>\n</connectserver>", []string{
 			`c.xml:2: connectionAdapter[1] attribute "name": name "a b": character ' ' not allowed (use letters, digits, '.', '_' and '-')`}},
+		{"long name", "<connectserver>\n<connectionAdapter name=\"" + strings.Repeat("n", 65) + "\" type=\"connect.bearer.tcp\" address=\"tcp://127.0.0.1:1\"/>\n</connectserver>", []string{
+			`c.xml:2: connectionAdapter[1] attribute "name": name longer than 64 characters`}},
+		{"long text is shortened", "<connectserver>\n" + adapterTCP + "\n<log>\n" + strings.Repeat("ab", 30) + "</log>\n</connectserver>", []string{
+			`c.xml:3: log has text "` + strings.Repeat("ab", 20) + `..."; settings are given as attributes`}},
 		{"duplicate names", "<connectserver>\n<connectionAdapter type=\"connect.bearer.tcp\" address=\"tcp://127.0.0.1:1\"/>\n<connectionAdapter type=\"connect.bearer.tcp\" address=\"tcp://127.0.0.1:2\"/>\n<connectionAdapter name=\"tcp\" type=\"connect.bearer.udp\" address=\"udp://127.0.0.1:2\"/>\n</connectserver>", []string{
 			`c.xml:3: connectionAdapter[2]: name "tcp" (the default for its type) already used by connectionAdapter[1] at line 2; give one of them another name="..."`,
 			`c.xml:4: connectionAdapter[3]: name "tcp" already used by connectionAdapter[1] at line 2; give one of them another name="..."`}},

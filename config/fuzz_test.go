@@ -3,6 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,14 +22,20 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(listenConfig))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := newParser("fuzz.xml", data)
-		p.readToken = func(path string) (string, error) {
-			if strings.Contains(path, "missing") {
-				return "", errors.New("no such file or directory")
-			}
-			return "file-token", nil
-		}
+		p := fuzzParser(data)
 		s, err := p.run()
+		// The etree elements and the encoding/xml start tags must match
+		// one to one, in document order.
+		if p.index != nil {
+			if len(p.index) != len(p.pos.tags) {
+				t.Fatalf("%d etree elements, %d start tags", len(p.index), len(p.pos.tags))
+			}
+			for e, i := range p.index {
+				if e.Tag != p.pos.tags[i].local {
+					t.Fatalf("element %d is <%s> in etree, <%s> in the position pass", i, e.Tag, p.pos.tags[i].local)
+				}
+			}
+		}
 		if err != nil {
 			if s != nil {
 				t.Fatal("Server returned together with an error")
@@ -79,4 +88,47 @@ func FuzzParse(f *testing.F) {
 		// ApplyListen must not panic on whatever was accepted.
 		_ = s.ApplyListen([]string{"tcp://127.0.0.1:1", "ws://[::1]:2/x"})
 	})
+}
+
+// fuzzParser parses data as "fuzz.xml" without touching the file system.
+func fuzzParser(data []byte) *parser {
+	p := newParser("fuzz.xml", data)
+	p.readToken = func(path string) (string, error) {
+		if strings.Contains(path, "missing") {
+			return "", errors.New("no such file or directory")
+		}
+		return "file-token", nil
+	}
+	return p
+}
+
+// TestFuzzSeeds keeps the seed corpus honest: seeds named valid_* parse,
+// seeds named broken_* are rejected.
+func TestFuzzSeeds(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzParse", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no seed corpus: %v", err)
+	}
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitN(strings.TrimSpace(string(raw)), "\n", 2)
+		if len(lines) != 2 || lines[0] != "go test fuzz v1" ||
+			!strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+			t.Fatalf("%s: not a fuzz corpus file", file)
+		}
+		data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		_, err = fuzzParser([]byte(data)).run()
+		switch name := filepath.Base(file); {
+		case strings.HasPrefix(name, "valid_") && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case strings.HasPrefix(name, "broken_") && err == nil:
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }

@@ -100,7 +100,7 @@ func (p *parser) parse() *Server {
 	}
 	p.problems = append(p.problems, res.problems...)
 	if !res.root {
-		p.add(1, "no <%s> element: the file is empty", rootTag)
+		p.add(1, "no <%s> element: the file has no elements", rootTag)
 		return nil
 	}
 
@@ -124,6 +124,12 @@ func (p *parser) parse() *Server {
 	}
 	for _, e := range doc.ChildElements() {
 		walk(e)
+	}
+	if n != len(p.pos.tags) {
+		// Both parsers read the same start elements, so this should not
+		// happen; lines would be wrong, so drop them (every problem is then
+		// reported at line 1) rather than report misleading ones.
+		p.pos.tags = nil
 	}
 
 	root := doc.Root()

@@ -17,7 +17,10 @@ const maxDepth = 32
 
 // tagSpan is the byte range of one start tag, from its "<" to just after its
 // ">" (or "/>").
-type tagSpan struct{ start, end int }
+type tagSpan struct {
+	start, end int
+	local      string // the element's local name, to check the matching
+}
 
 // positions knows where things are in the raw bytes of a document: the line
 // of every byte offset, and the span of every start tag in document order.
@@ -81,7 +84,7 @@ func (p *positions) scan(file string) scanResult {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			p.tags = append(p.tags, tagSpan{start: off, end: int(dec.InputOffset())})
+			p.tags = append(p.tags, tagSpan{start: off, end: int(dec.InputOffset()), local: t.Name.Local})
 			if depth == 0 {
 				if res.root {
 					res.problems = append(res.problems, Problem{File: file, Line: p.line(off),

@@ -199,6 +199,20 @@ func (p *Plugin) alive() error {
 	}
 }
 
+// check rejects calls on a dead plugin, with a done ctx or for a foreign scheme.
+func (p *Plugin) check(ctx context.Context, ep bearers.Endpoint) error {
+	if err := p.alive(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if ep.Scheme != p.info.Scheme {
+		return fmt.Errorf("%w %s: %w: plugin %s serves %q", bearers.ErrBadEndpoint, ep, bearers.ErrUnknownScheme, p.opts.Name, p.info.Scheme)
+	}
+	return nil
+}
+
 func (p *Plugin) controlCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
@@ -208,16 +222,16 @@ func (p *Plugin) controlCtx(ctx context.Context) (context.Context, context.Cance
 
 // Dial implements bearers.Bearer.
 func (p *Plugin) Dial(ctx context.Context, ep bearers.Endpoint) (bearers.Conn, error) {
-	if err := p.alive(); err != nil {
+	if err := p.check(ctx, ep); err != nil {
 		return nil, err
-	}
-	if ep.Scheme != p.info.Scheme {
-		return nil, fmt.Errorf("%w %q: plugin %s serves %q", bearers.ErrUnknownScheme, ep.Scheme, p.opts.Name, p.info.Scheme)
 	}
 	ctx, cancel := p.controlCtx(ctx)
 	defer cancel()
 	m, err := p.rpc.Dial(ctx, &bearerpb.DialRequest{Endpoint: ep.String()})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s via plugin %s: %w", ep, p.opts.Name, ctx.Err())
+		}
 		return nil, fmt.Errorf("dial %s via plugin %s: %w", ep, p.opts.Name, grpcMessage(err))
 	}
 	return p.receive(ctx, m)
@@ -237,17 +251,17 @@ func (p *Plugin) receive(ctx context.Context, m *bearerpb.Connection) (bearers.C
 
 // Listen implements bearers.Bearer.
 func (p *Plugin) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Listener, error) {
-	if err := p.alive(); err != nil {
+	if err := p.check(ctx, ep); err != nil {
 		return nil, err
-	}
-	if ep.Scheme != p.info.Scheme {
-		return nil, fmt.Errorf("%w %q: plugin %s serves %q", bearers.ErrUnknownScheme, ep.Scheme, p.opts.Name, p.info.Scheme)
 	}
 	cctx, cancel := p.controlCtx(ctx)
 	defer cancel()
 	res, err := p.rpc.Listen(cctx, &bearerpb.ListenRequest{Endpoint: ep.String()})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s via plugin %s: %w", ep, p.opts.Name, grpcMessage(err))
+	}
+	for _, n := range res.Notices {
+		p.opts.Logger.Info(n, "plugin", p.opts.Name)
 	}
 	bound, err := bearers.ParseEndpoint(res.Endpoint)
 	if err != nil {

@@ -176,7 +176,14 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, hostListener
 		<-acceptErr
 		return fmt.Errorf("bearer plugin process exited (pid %d)", p.PID())
 	case err := <-acceptErr:
-		return err
+		// The Accept stream usually breaks a moment before the handoff
+		// socket reports the death; say which it was.
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("bearer plugin process exited (pid %d)", p.PID())
+		case <-time.After(time.Second):
+			return err
+		}
 	}
 }
 

@@ -21,7 +21,7 @@ func sampleMessages() []struct {
 		name string
 		m    Message
 	}{
-		{"hello-full", &Hello{MinVersion: 1, MaxVersion: 3, ClientID: testClientID, Token: "s3cret-token", ClientName: "laptop ü", Features: 1<<63 | 5}},
+		{"hello-full", &Hello{MinVersion: 1, MaxVersion: 3, ClientID: testClientID, Token: "s3cret-token", ClientName: "laptop ü", Features: 1<<63 | 5, MaxPayload: 4 << 20}},
 		{"hello-minimal", &Hello{MinVersion: 1, MaxVersion: 1, ClientID: testClientID}},
 		{"welcome-full", &Welcome{Version: 1, ServerID: "server-a", ClientID: testClientID, PingIntervalMillis: 15000, MaxPayload: DefaultMaxPayload, Features: 4}},
 		{"welcome-minimal", &Welcome{Version: 1, ClientID: testClientID}},

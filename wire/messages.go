@@ -15,6 +15,9 @@ const (
 	MaxNameLen = 256
 	// MaxTextLen bounds Reject.Message and Close.Reason.
 	MaxTextLen = 1024
+	// DefaultPingIntervalMillis is the keepalive interval when
+	// Welcome.PingIntervalMillis is zero: 15 s.
+	DefaultPingIntervalMillis = 15000
 	// clientIDLen is the exact size of a client id field.
 	clientIDLen = 16
 )
@@ -69,9 +72,13 @@ type Hello struct {
 	// Features is a bit set of optional features the client supports. No
 	// bit is defined in version 1; receivers ignore bits they do not know.
 	Features uint64 // tag 6
+	// MaxPayload is the largest payload the client accepts; zero means
+	// DefaultMaxPayload. At most MaxFrameHardLimit. The server must not
+	// send larger frames.
+	MaxPayload uint32 // tag 7
 }
 
-var helloNames = []string{1: "min_version", 2: "max_version", 3: "client_id", 4: "token", 5: "client_name", 6: "features"}
+var helloNames = []string{1: "min_version", 2: "max_version", 3: "client_id", 4: "token", 5: "client_name", 6: "features", 7: "max_payload"}
 
 // Type returns TypeHello.
 func (*Hello) Type() Type { return TypeHello }
@@ -86,7 +93,8 @@ func (h *Hello) AppendPayload(dst []byte) []byte {
 	dst = appendIDOpt(dst, 3, h.ClientID)
 	dst = appendStringOpt(dst, 4, h.Token)
 	dst = appendStringOpt(dst, 5, h.ClientName)
-	return appendUintOpt(dst, 6, h.Features)
+	dst = appendUintOpt(dst, 6, h.Features)
+	return appendUintOpt(dst, 7, uint64(h.MaxPayload))
 }
 
 func (h *Hello) decode(p []byte) error {
@@ -104,6 +112,8 @@ func (h *Hello) decode(p []byte) error {
 			h.ClientName, err = f.Text(MaxNameLen)
 		case 6:
 			h.Features, err = f.Uint64()
+		case 7:
+			h.MaxPayload, err = f.Uint32()
 		}
 		return err
 	})
@@ -123,6 +133,8 @@ func (h *Hello) check() (uint64, error) {
 		return 2, fmt.Errorf("%w: max_version %d is below min_version %d", ErrMalformed, h.MaxVersion, h.MinVersion)
 	case h.ClientID == [16]byte{}:
 		return 3, ErrMissingField
+	case h.MaxPayload > MaxFrameHardLimit:
+		return 7, fmt.Errorf("%w: %d exceeds the hard limit of %d", ErrMalformed, h.MaxPayload, MaxFrameHardLimit)
 	}
 	if err := checkText(h.Token, MaxTokenLen); err != nil {
 		return 4, err
@@ -137,8 +149,8 @@ func (h *Hello) check() (uint64, error) {
 // (String and GoString have value receivers so that printing a Hello value,
 // not only a pointer, hides the token.)
 func (h Hello) String() string {
-	return fmt.Sprintf("Hello{versions %d-%d, client %s, name %q, token %s, features 0x%x}",
-		h.MinVersion, h.MaxVersion, formatID(h.ClientID), h.ClientName, redact(h.Token), h.Features)
+	return fmt.Sprintf("Hello{versions %d-%d, client %s, name %q, token %s, features 0x%x, max payload %d}",
+		h.MinVersion, h.MaxVersion, formatID(h.ClientID), h.ClientName, redact(h.Token), h.Features, h.MaxPayload)
 }
 
 // GoString is String, so that %#v does not print the token either.
@@ -168,7 +180,7 @@ type Welcome struct {
 	// ClientID echoes the Hello's client id. Required, non-zero.
 	ClientID [16]byte // tag 3
 	// PingIntervalMillis is the keepalive interval the server asks for;
-	// zero means the default (docs/PROTOCOL.md, "Keepalive").
+	// zero means DefaultPingIntervalMillis (docs/PROTOCOL.md, "Keepalive").
 	PingIntervalMillis uint32 // tag 4
 	// MaxPayload is the largest payload the server accepts; zero means
 	// DefaultMaxPayload. At most MaxFrameHardLimit.
@@ -648,10 +660,14 @@ func namesOf(t Type) []string {
 type fieldSet struct {
 	t     Type
 	names []string
-	size  int    // payload length
-	seen  uint64 // bit per known tag
-	offs  [8]int // offset of each known tag seen; len(names) <= 8
+	size  int                   // payload length
+	seen  uint64                // bit per known tag
+	offs  [maxKnownTags + 1]int // offset of each known tag seen
 }
+
+// maxKnownTags is the largest tag a control message may define; the name
+// tables stay within it (TestNameTables).
+const maxKnownTags = 15
 
 func fieldName(names []string, tag uint64) string {
 	if tag < uint64(len(names)) && names[tag] != "" {
@@ -688,7 +704,7 @@ func decodeFields(t Type, names []string, p []byte, fn func(Field) error) (field
 	r := NewFieldReader(p)
 	for r.Next() {
 		f := r.Field()
-		if f.Tag >= uint64(len(names)) || names[f.Tag] == "" {
+		if f.Tag >= uint64(len(names)) || f.Tag > maxKnownTags || names[f.Tag] == "" {
 			continue // unknown field: skipped, so that later versions can add fields
 		}
 		bit := uint64(1) << f.Tag

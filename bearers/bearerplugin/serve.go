@@ -80,6 +80,7 @@ type Server struct {
 	mu        sync.Mutex
 	bearer    bearers.Bearer
 	listeners map[uint64]*served
+	noticed   map[string]bool // notices already sent to the host
 }
 
 type served struct {
@@ -92,7 +93,7 @@ func NewServer(reg bearers.Registration, send *handoff.Sender, log hclog.Logger)
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Server{reg: reg, send: send, log: log, listeners: map[uint64]*served{}}
+	return &Server{reg: reg, send: send, log: log, listeners: map[uint64]*served{}, noticed: map[string]bool{}}
 }
 
 // Describe implements bearerpb.BearerServer.
@@ -104,20 +105,19 @@ func (s *Server) Describe(context.Context, *bearerpb.DescribeRequest) (*bearerpb
 // Configure implements bearerpb.BearerServer.
 func (s *Server) Configure(_ context.Context, req *bearerpb.ConfigureRequest) (*bearerpb.ConfigureResponse, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.bearer != nil {
+		s.mu.Unlock()
 		return nil, status.Error(codes.FailedPrecondition, "bearer already configured")
 	}
 	b, err := s.reg.New(bearers.Config{Attributes: bearers.Attributes(req.Attributes), StateDir: req.StateDir})
+	if err == nil {
+		s.bearer = b
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	s.bearer = b
-	resp := &bearerpb.ConfigureResponse{}
-	if n, ok := b.(bearers.Noticer); ok {
-		resp.Notices = n.Notices()
-	}
-	return resp, nil
+	return &bearerpb.ConfigureResponse{Notices: s.newNotices(b)}, nil
 }
 
 func (s *Server) configured() (bearers.Bearer, error) {
@@ -163,7 +163,26 @@ func (s *Server) Listen(ctx context.Context, req *bearerpb.ListenRequest) (*bear
 	s.mu.Lock()
 	s.listeners[id] = &served{l: l}
 	s.mu.Unlock()
-	return &bearerpb.ListenResponse{ListenerId: id, Endpoint: l.Endpoint().String()}, nil
+	return &bearerpb.ListenResponse{ListenerId: id, Endpoint: l.Endpoint().String(), Notices: s.newNotices(b)}, nil
+}
+
+// newNotices returns the bearer's notices not reported before: a bearer
+// may have something new to say after Listen (a generated certificate).
+func (s *Server) newNotices(b bearers.Bearer) []string {
+	n, ok := b.(bearers.Noticer)
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, msg := range n.Notices() {
+		if !s.noticed[msg] {
+			s.noticed[msg] = true
+			out = append(out, msg)
+		}
+	}
+	return out
 }
 
 // Accept implements bearerpb.BearerServer.

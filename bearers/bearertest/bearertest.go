@@ -95,7 +95,7 @@ func makePipe(b bearers.Bearer, listenEP bearers.Endpoint) (client, server beare
 	defer cancel()
 	ln, err := b.Listen(ctx, listenEP)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("Listen(%s): %w", listenEP, err)
+		return nil, nil, nil, fmt.Errorf("bearertest: listen %s: %w", listenEP, err)
 	}
 	type accepted struct {
 		c   bearers.Conn
@@ -110,21 +110,21 @@ func makePipe(b bearers.Bearer, listenEP bearers.Endpoint) (client, server beare
 	if err != nil {
 		_ = ln.Close()
 		<-ch
-		return nil, nil, nil, fmt.Errorf("Dial(%s): %w", ln.Endpoint(), err)
+		return nil, nil, nil, fmt.Errorf("bearertest: dial %s: %w", ln.Endpoint(), err)
 	}
 	if isDatagram(b) {
 		if _, err := client.Write([]byte("bearertest-hello")); err != nil {
 			_ = client.Close()
 			_ = ln.Close()
 			<-ch
-			return nil, nil, nil, fmt.Errorf("first datagram to %s: %w", ln.Endpoint(), err)
+			return nil, nil, nil, fmt.Errorf("bearertest: first datagram to %s: %w", ln.Endpoint(), err)
 		}
 	}
 	a := <-ch
 	if a.err != nil {
 		_ = client.Close()
 		_ = ln.Close()
-		return nil, nil, nil, fmt.Errorf("Accept on %s: %w", ln.Endpoint(), a.err)
+		return nil, nil, nil, fmt.Errorf("bearertest: accept on %s: %w", ln.Endpoint(), a.err)
 	}
 	server = a.c
 	if isDatagram(b) {
@@ -136,7 +136,7 @@ func makePipe(b bearers.Bearer, listenEP bearers.Endpoint) (client, server beare
 			_ = client.Close()
 			_ = server.Close()
 			_ = ln.Close()
-			return nil, nil, nil, fmt.Errorf("first datagram on %s: got %q, %v", ln.Endpoint(), buf[:n], err)
+			return nil, nil, nil, fmt.Errorf("bearertest: first datagram on %s: got %q, %v", ln.Endpoint(), buf[:n], err)
 		}
 	}
 	stop = func() {
@@ -218,7 +218,7 @@ func testListenerEndpoint(t *testing.T, b bearers.Bearer, listenEP bearers.Endpo
 }
 
 // exchange writes msg on from and reads it back on to.
-func exchange(t *testing.T, from, to bearers.Conn, msg []byte) {
+func exchange(t *testing.T, b bearers.Bearer, from, to bearers.Conn, msg []byte) {
 	t.Helper()
 	_ = to.SetReadDeadline(time.Now().Add(patience))
 	defer to.SetReadDeadline(time.Time{})
@@ -228,10 +228,10 @@ func exchange(t *testing.T, from, to bearers.Conn, msg []byte) {
 	got := make([]byte, len(msg)+64)
 	var n int
 	var err error
-	if len(msg) > 0 && !isDatagramConn(to) {
-		n, err = io.ReadFull(to, got[:len(msg)])
-	} else {
+	if isDatagram(b) {
 		n, err = to.Read(got)
+	} else {
+		n, err = io.ReadFull(to, got[:len(msg)])
 	}
 	if err != nil {
 		t.Fatalf("Read: %v (after %d bytes)", err, n)
@@ -241,25 +241,8 @@ func exchange(t *testing.T, from, to bearers.Conn, msg []byte) {
 	}
 }
 
-// datagramConns marks conns of datagram bearers in exchange; set by tests.
-var datagramConns sync.Map
-
-func isDatagramConn(c bearers.Conn) bool { _, ok := datagramConns.Load(c); return ok }
-
-func markDatagram(t testing.TB, b bearers.Bearer, cs ...bearers.Conn) {
-	if !isDatagram(b) {
-		return
-	}
-	for _, c := range cs {
-		datagramConns.Store(c, true)
-		c := c
-		t.Cleanup(func() { datagramConns.Delete(c) })
-	}
-}
-
 func testExchange(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) {
 	client, server := Pipe(t, b, listenEP)
-	markDatagram(t, b, client, server)
 	for _, c := range []bearers.Conn{client, server} {
 		if c.LocalAddr() == nil || c.RemoteAddr() == nil {
 			t.Errorf("%T: LocalAddr() = %v, RemoteAddr() = %v; want both set", c, c.LocalAddr(), c.RemoteAddr())
@@ -267,8 +250,8 @@ func testExchange(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) {
 		_ = c.Peer()
 	}
 	for i := 0; i < 3; i++ {
-		exchange(t, client, server, []byte(fmt.Sprintf("ping %d from client", i)))
-		exchange(t, server, client, []byte(fmt.Sprintf("pong %d from server", i)))
+		exchange(t, b, client, server, []byte(fmt.Sprintf("ping %d from client", i)))
+		exchange(t, b, server, client, []byte(fmt.Sprintf("pong %d from server", i)))
 	}
 }
 
@@ -451,7 +434,7 @@ func testStreamLarge(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) 
 		go func() {
 			defer wg.Done()
 			if _, err := from.Write(want); err != nil {
-				errs <- fmt.Errorf("Write: %w", err)
+				errs <- fmt.Errorf("write: %w", err)
 			}
 		}()
 		go func() {
@@ -459,7 +442,7 @@ func testStreamLarge(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) 
 			_ = to.SetReadDeadline(time.Now().Add(patience))
 			got := make([]byte, size)
 			if _, err := io.ReadFull(to, got); err != nil {
-				errs <- fmt.Errorf("Read: %w", err)
+				errs <- fmt.Errorf("read: %w", err)
 				return
 			}
 			if !bytes.Equal(got, want) {
@@ -503,7 +486,7 @@ func testDatagramBoundaries(t *testing.T, b bearers.Bearer, listenEP bearers.End
 		for i, size := range sizes {
 			got := readDatagram(t, dir.to, buf)
 			if want := bytes.Repeat([]byte{byte('a' + i)}, size); !bytes.Equal(got, want) {
-				t.Fatalf("%s: datagram %d: read %d bytes (%.8q...), want %d bytes of %q", dir.name, i, len(got), got, size, 'a'+i)
+				t.Fatalf("%s: datagram %d: read %d bytes (%.8q...), want %d bytes of %q", dir.name, i, len(got), got, size, rune('a'+i))
 			}
 		}
 	}
@@ -606,7 +589,6 @@ func testDatagramReadDeadline(t *testing.T, b bearers.Bearer, listenEP bearers.E
 		// Clearing the deadline makes the conn usable again.
 		_ = c.SetReadDeadline(time.Time{})
 	}
-	exchange(t, client, server, []byte("after deadlines"))
-	markDatagram(t, b, client, server)
-	exchange(t, server, client, []byte("after deadlines, back"))
+	exchange(t, b, client, server, []byte("after deadlines"))
+	exchange(t, b, server, client, []byte("after deadlines, back"))
 }

@@ -28,6 +28,10 @@ type Conn struct {
 	rq     ring[*packet]
 	rqErr  error         // transient socket error for the next Read
 	notify chan struct{} // capacity 1: data or an error was queued
+	// rqWaiting: the reader goroutine waits on space for room in rq (Conn
+	// from NewConn only).
+	rqWaiting bool
+	space     chan struct{} // capacity 1
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -46,6 +50,7 @@ func newConn(e *engine, raddr, dest net.Addr, key netip.AddrPort) *Conn {
 	c := &Conn{
 		e: e, raddr: raddr, dest: dest, key: key,
 		notify: make(chan struct{}, 1),
+		space:  make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		rdl:    newDeadline(),
 		wdl:    newDeadline(),
@@ -123,35 +128,75 @@ func (c *Conn) shut(why error) {
 	})
 }
 
-// enqueue appends a received datagram; it reports false if it was dropped.
-// Reader goroutine only.
-func (c *Conn) enqueue(data []byte) bool {
-	n := int64(len(data))
-	if c.e.recvBytes.Load()+n > int64(c.e.opts.MaxQueuedBytes) {
-		c.stats.dropsFull.Add(1)
-		c.e.stats.dropsFull.Add(1)
-		return false
+// enqueue appends the datagrams of a received message to the receive queue:
+// one datagram, or several of seg bytes each (the last may be shorter) when
+// the kernel coalesced them. It returns how many datagrams and bytes it
+// queued, and false if the engine is closing. A listener's peer drops what
+// does not fit; a Conn from NewConn waits for room instead. Reader goroutine
+// only.
+func (c *Conn) enqueue(data []byte, seg int) (queued, bytes int, ok bool) {
+	if seg <= 0 || seg > len(data) {
+		seg = len(data)
 	}
-	p := getPacket(data)
+	maxBytes := int64(c.e.opts.MaxQueuedBytes)
 	c.rmu.Lock()
-	if c.isClosed() {
-		c.rmu.Unlock()
-		putPacket(p)
-		c.e.stats.dropsNoPeer.Add(1)
-		return false
-	}
-	if !c.rq.push(p) {
-		c.rmu.Unlock()
-		putPacket(p)
-		c.stats.dropsFull.Add(1)
-		c.e.stats.dropsFull.Add(1)
-		return false
+	for first := true; first || len(data) > 0; first = false {
+		d := data[:min(seg, len(data))]
+		data = data[len(d):]
+		for {
+			if c.isClosed() {
+				c.rmu.Unlock()
+				dropped := 1
+				if len(data) > 0 {
+					dropped += segments(len(data), seg)
+				}
+				c.e.stats.dropsNoPeer.Add(uint64(dropped))
+				return queued, bytes, true
+			}
+			if !c.rq.full() && (c.rq.len() == 0 || c.e.recvBytes.Load()+int64(len(d)) <= maxBytes) {
+				break
+			}
+			if !c.owns {
+				d = nil // full: drop
+				c.stats.dropsFull.Add(1)
+				c.e.stats.dropsFull.Add(1)
+				break
+			}
+			// A connected socket has one reader: wait until Read makes room.
+			c.rqWaiting = true
+			c.rmu.Unlock()
+			c.signal()
+			select {
+			case <-c.space:
+			case <-c.done:
+			case <-c.e.closing:
+				return queued, bytes, false
+			}
+			c.rmu.Lock()
+		}
+		if d == nil {
+			continue
+		}
+		c.rq.push(getPacket(d))
+		c.e.recvBytes.Add(int64(len(d)))
+		queued++
+		bytes += len(d)
 	}
 	c.rmu.Unlock()
-	c.e.recvBytes.Add(n)
-	c.stats.in.Add(1)
-	c.stats.bytesIn.Add(uint64(n))
-	return true
+	c.stats.in.Add(uint64(queued))
+	c.stats.bytesIn.Add(uint64(bytes))
+	return queued, bytes, true
+}
+
+// madeRoomLocked wakes the reader goroutine if it waits for room. rmu is held.
+func (c *Conn) madeRoomLocked() {
+	if c.rqWaiting {
+		c.rqWaiting = false
+		select {
+		case c.space <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // setErr records a transient socket error for the next Read.
@@ -188,6 +233,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		if p, ok := c.rq.pop(); ok {
 			more := c.rq.len() > 0 || c.rqErr != nil
+			c.madeRoomLocked()
 			c.rmu.Unlock()
 			if more {
 				c.signal() // another reader may be waiting
@@ -241,6 +287,7 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 		k++
 	}
 	more := c.rq.len() > 0 || c.rqErr != nil
+	c.madeRoomLocked()
 	c.rmu.Unlock()
 	c.e.recvBytes.Add(-freed)
 	if more {

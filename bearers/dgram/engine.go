@@ -56,6 +56,10 @@ type Stats struct {
 	// ReadBatches is the mean read batch.
 	ReadBatches  uint64
 	WriteBatches uint64
+	// OffloadIn counts datagrams that arrived in a train the kernel coalesced
+	// (UDP_GRO); OffloadOut those sent in a train (UDP_SEGMENT).
+	OffloadIn  uint64
+	OffloadOut uint64
 	// Peers is the number of peers a listener currently serves.
 	Peers int
 }
@@ -64,6 +68,7 @@ type counters struct {
 	in, bytesIn, out, bytesOut         atomic.Uint64
 	dropsFull, dropsNoPeer, sendErrors atomic.Uint64
 	readBatches, writeBatches          atomic.Uint64
+	offloadIn, offloadOut              atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -73,6 +78,7 @@ func (c *counters) snapshot() Stats {
 		DropsQueueFull: c.dropsFull.Load(), DropsNoPeer: c.dropsNoPeer.Load(),
 		SendErrors:  c.sendErrors.Load(),
 		ReadBatches: c.readBatches.Load(), WriteBatches: c.writeBatches.Load(),
+		OffloadIn: c.offloadIn.Load(), OffloadOut: c.offloadOut.Load(),
 	}
 }
 
@@ -117,6 +123,12 @@ type engine struct {
 	sqWake     chan struct{} // capacity 1: wakes the sender
 	sqSpace    chan struct{} // closed and replaced when room is made and sqWaiters > 0
 	sqWaiters  int
+
+	// Segmentation offload, decided when the goroutines start. gso and
+	// gsoMax are then the sender goroutine's alone.
+	gso    bool
+	gro    bool
+	gsoMax int // largest segment to offload; lowered when the kernel refuses one
 
 	recvBytes atomic.Int64 // bytes queued in all receive queues
 	tick      atomic.Int64 // coarse clock advanced by the reaper
@@ -164,6 +176,10 @@ func (e *engine) start() {
 		defer e.mu.Unlock()
 		if e.closed {
 			return
+		}
+		if !e.opts.NoOffload {
+			e.gso, e.gro = setupOffload(e.pc)
+			e.gsoMax = maxGSOBytes
 		}
 		e.readerWG.Add(1)
 		go e.readLoop()
@@ -297,9 +313,16 @@ func (e *engine) readLoop() {
 	slab := make([]byte, batch*recvSlot)
 	msgs := make([]ipv4.Message, batch)
 	bufs := make([][]byte, batch)
+	var oob []byte
+	if e.gro {
+		oob = make([]byte, batch*oobRecv)
+	}
 	for i := range msgs {
 		bufs[i] = slab[i*recvSlot : (i+1)*recvSlot : (i+1)*recvSlot]
 		msgs[i].Buffers = bufs[i : i+1 : i+1]
+		if e.gro {
+			msgs[i].OOB = oob[i*oobRecv : (i+1)*oobRecv : (i+1)*oobRecv]
+		}
 	}
 	e.targets = make([]*Conn, batch)
 	for {
@@ -327,7 +350,9 @@ func (e *engine) readLoop() {
 			continue
 		}
 		e.stats.readBatches.Add(1)
-		e.deliver(msgs[:n])
+		if !e.deliver(msgs[:n]) {
+			return
+		}
 		for i := range msgs[:n] {
 			msgs[i].Addr = nil // let the addresses go
 		}
@@ -348,8 +373,10 @@ func (e *engine) reportToSingle(err error) {
 	}
 }
 
-// deliver demultiplexes one read batch. Reader goroutine only.
-func (e *engine) deliver(msgs []ipv4.Message) {
+// deliver demultiplexes one read batch. It reports false if the engine is
+// closing (a connected Conn's reader waited for room and was told to stop).
+// Reader goroutine only.
+func (e *engine) deliver(msgs []ipv4.Message) bool {
 	e.gen++
 	e.touched = e.touched[:0]
 	targets := e.targets[:len(msgs)]
@@ -367,19 +394,32 @@ func (e *engine) deliver(msgs []ipv4.Message) {
 		}
 		e.mu.Unlock()
 	}
-	var in, bytesIn uint64
+	var in, bytesIn, offloaded uint64
+	ok := true
 	for i, c := range targets {
 		targets[i] = nil
+		if !ok {
+			continue
+		}
 		data := msgs[i].Buffers[0][:msgs[i].N]
+		seg := 0
+		if e.gro && msgs[i].NN > 0 {
+			seg = groSegment(msgs[i].OOB[:msgs[i].NN])
+		}
 		if c == nil {
-			e.stats.dropsNoPeer.Add(1)
+			e.stats.dropsNoPeer.Add(uint64(segments(len(data), seg)))
 			continue
 		}
-		if !c.enqueue(data) {
+		var k, b int
+		k, b, ok = c.enqueue(data, seg)
+		if k == 0 {
 			continue
 		}
-		in++
-		bytesIn += uint64(len(data))
+		in += uint64(k)
+		bytesIn += uint64(b)
+		if seg > 0 && k > 1 {
+			offloaded += uint64(k)
+		}
 		if c.gen != e.gen {
 			c.gen = e.gen
 			e.touched = append(e.touched, c)
@@ -387,12 +427,25 @@ func (e *engine) deliver(msgs []ipv4.Message) {
 	}
 	e.stats.in.Add(in)
 	e.stats.bytesIn.Add(bytesIn)
+	if offloaded > 0 {
+		e.stats.offloadIn.Add(offloaded)
+	}
 	now := e.tick.Load()
 	for i, c := range e.touched {
 		c.lastActive.Store(now)
 		c.signal()
 		e.touched[i] = nil
 	}
+	return ok
+}
+
+// segments is how many datagrams a received message of n bytes holds when
+// the kernel coalesced segments of seg bytes (seg 0: not coalesced).
+func segments(n, seg int) int {
+	if seg <= 0 || n <= seg {
+		return 1
+	}
+	return (n + seg - 1) / seg
 }
 
 // lookupLocked finds or creates the peer for a source address. e.mu is held.
@@ -470,21 +523,39 @@ func (e *engine) wakeSender() {
 	}
 }
 
+// sender is the sender goroutine's scratch space, reused for every batch.
+type sender struct {
+	items  []sendItem
+	msgs   []ipv4.Message
+	counts []int // datagrams per message
+	iov    [][]byte
+	oob    []byte
+	// for resending the datagrams of a refused offload message one by one
+	single       []ipv4.Message
+	singleCounts []int
+}
+
 func (e *engine) sendLoop() {
 	defer e.senderWG.Done()
 	batch := e.opts.Batch
-	items := make([]sendItem, batch)
-	msgs := make([]ipv4.Message, batch)
-	bufs := make([][]byte, batch)
-	for i := range msgs {
-		msgs[i].Buffers = bufs[i : i+1 : i+1]
+	s := &sender{
+		items:        make([]sendItem, batch),
+		msgs:         make([]ipv4.Message, batch),
+		counts:       make([]int, batch),
+		iov:          make([][]byte, batch),
+		oob:          make([]byte, batch*oobSend),
+		single:       make([]ipv4.Message, maxGSOSegments),
+		singleCounts: make([]int, maxGSOSegments),
+	}
+	for i := range s.singleCounts {
+		s.singleCounts[i] = 1
 	}
 	for {
 		closing := false
 		select {
 		case <-e.sqWake:
 		case <-e.closing:
-			closing = true
+			closing = true // flush what is queued, then stop
 		}
 		for {
 			e.smu.Lock()
@@ -494,7 +565,7 @@ func (e *engine) sendLoop() {
 				if !ok {
 					break
 				}
-				items[k] = it
+				s.items[k] = it
 				e.sqBytes -= len(it.p.b)
 				k++
 			}
@@ -506,16 +577,15 @@ func (e *engine) sendLoop() {
 			if k == 0 {
 				break
 			}
+			m := e.pack(s, k)
+			e.writeAll(s, s.msgs[:m], s.counts[:m], s.items[:k])
 			for i := 0; i < k; i++ {
-				bufs[i] = items[i].p.b
-				msgs[i].Addr = items[i].dest
+				putPacket(s.items[i].p)
+				s.items[i] = sendItem{}
+				s.iov[i] = nil
 			}
-			e.writeAll(msgs[:k], items[:k])
-			for i := 0; i < k; i++ {
-				putPacket(items[i].p)
-				items[i] = sendItem{}
-				bufs[i] = nil
-				msgs[i].Addr = nil
+			for i := 0; i < m; i++ {
+				s.msgs[i] = ipv4.Message{}
 			}
 		}
 		if closing {
@@ -524,24 +594,75 @@ func (e *engine) sendLoop() {
 	}
 }
 
-// writeAll sends msgs, dropping (and counting) any datagram the kernel
-// refuses. items are the queue entries msgs were built from.
-func (e *engine) writeAll(msgs []ipv4.Message, items []sendItem) {
+// pack turns the first k queued datagrams into messages: with offload, runs
+// of datagrams for the same peer that have the same size (the last may be
+// shorter) travel as one message. It returns the number of messages.
+func (e *engine) pack(s *sender, k int) int {
+	m := 0
+	for i := 0; i < k; {
+		first := s.items[i]
+		seg := len(first.p.b)
+		j := i + 1
+		if e.gso && seg > 0 && seg <= e.gsoMax {
+			total := seg
+			for j < k && j-i < maxGSOSegments {
+				next := s.items[j]
+				l := len(next.p.b)
+				if next.from != first.from || l == 0 || l > seg || total+l > maxGSOBytes {
+					break
+				}
+				total += l
+				j++
+				if l < seg {
+					break // only the last segment may be shorter
+				}
+			}
+		}
+		for x := i; x < j; x++ {
+			s.iov[x] = s.items[x].p.b
+		}
+		msg := &s.msgs[m]
+		msg.Buffers = s.iov[i:j:j]
+		msg.Addr = first.dest
+		msg.OOB = nil
+		if j-i > 1 {
+			msg.OOB = putSegmentCmsg(s.oob[m*oobSend:(m+1)*oobSend], seg)
+		}
+		s.counts[m] = j - i
+		m++
+		i = j
+	}
+	return m
+}
+
+// writeAll sends msgs (counts[i] datagrams each, items in order), dropping
+// and counting any datagram the kernel refuses. An offload message the
+// kernel refuses is resent one datagram at a time.
+func (e *engine) writeAll(s *sender, msgs []ipv4.Message, counts []int, items []sendItem) {
 	for len(msgs) > 0 {
 		n, err := e.bc.WriteBatch(msgs, 0)
 		if n < 0 {
 			n = 0
 		}
 		if n > 0 {
-			var bytes uint64
-			for i := range msgs[:n] {
-				bytes += uint64(len(msgs[i].Buffers[0]))
+			dgs, bytes, offloaded := 0, 0, 0
+			for _, c := range counts[:n] {
+				for _, it := range items[dgs : dgs+c] {
+					bytes += len(it.p.b)
+				}
+				if c > 1 {
+					offloaded += c
+				}
+				dgs += c
 			}
-			e.stats.out.Add(uint64(n))
-			e.stats.bytesOut.Add(bytes)
+			if offloaded > 0 {
+				e.stats.offloadOut.Add(uint64(offloaded))
+			}
+			e.stats.out.Add(uint64(dgs))
+			e.stats.bytesOut.Add(uint64(bytes))
 			e.stats.writeBatches.Add(1)
+			msgs, counts, items = msgs[n:], counts[n:], items[dgs:]
 		}
-		msgs, items = msgs[n:], items[n:]
 		if err == nil {
 			continue
 		}
@@ -550,14 +671,40 @@ func (e *engine) writeAll(msgs []ipv4.Message, items []sendItem) {
 		}
 		if !transient(err) {
 			// Closed socket or the flush deadline: nothing more will go out.
-			e.stats.sendErrors.Add(uint64(len(msgs)))
+			e.stats.sendErrors.Add(uint64(len(items)))
 			return
+		}
+		if c := counts[0]; c > 1 {
+			e.offloadRefused(err, len(items[0].p.b))
+			for x := 0; x < c; x++ {
+				s.single[x] = ipv4.Message{Buffers: msgs[0].Buffers[x : x+1 : x+1], Addr: msgs[0].Addr}
+			}
+			e.writeAll(s, s.single[:c], s.singleCounts[:c], items[:c])
+			clear(s.single[:c])
+			msgs, counts, items = msgs[1:], counts[1:], items[c:]
+			continue
 		}
 		e.stats.sendErrors.Add(1)
 		if e.connected {
 			items[0].from.setErr(err)
 		}
-		msgs, items = msgs[1:], items[1:]
+		msgs, counts, items = msgs[1:], counts[1:], items[1:]
+	}
+}
+
+// offloadRefused adapts after the kernel refused an offload message of
+// segments of seg bytes: a device that cannot offload at all turns offload
+// off; a segment too large for the path lowers the largest offloaded size.
+func (e *engine) offloadRefused(err error, seg int) {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return
+	}
+	switch errno {
+	case syscall.EIO, syscall.ENOPROTOOPT, syscall.EOPNOTSUPP:
+		e.gso = false
+	case syscall.EINVAL, syscall.EMSGSIZE:
+		e.gsoMax = seg - 1
 	}
 }
 

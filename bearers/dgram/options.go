@@ -7,7 +7,7 @@ const (
 	DefaultBatch          = 64
 	DefaultMaxPeers       = 4096
 	DefaultIdleTimeout    = 2 * time.Minute
-	DefaultRecvQueue      = 256
+	DefaultRecvQueue      = 1024
 	DefaultSendQueue      = 1024
 	DefaultAcceptBacklog  = 128
 	DefaultMaxQueuedBytes = 16 << 20
@@ -34,7 +34,10 @@ type Options struct {
 	// It does not apply to a Conn from NewConn.
 	IdleTimeout time.Duration
 	// RecvQueue caps the datagrams queued for one Conn that its reader has not
-	// taken yet. Default DefaultRecvQueue.
+	// taken yet. Default DefaultRecvQueue. A listener's peer drops datagrams
+	// beyond it; a Conn from NewConn stops reading the socket until there is
+	// room (the kernel's socket buffer then fills and drops, as for any UDP
+	// socket).
 	RecvQueue int
 	// SendQueue caps the datagrams queued for the sender goroutine of one
 	// socket. Default DefaultSendQueue.
@@ -46,6 +49,10 @@ type Options struct {
 	// all receive queues together and once for the send queue. Default
 	// DefaultMaxQueuedBytes.
 	MaxQueuedBytes int
+	// NoOffload turns off UDP segmentation offload (UDP_SEGMENT when sending,
+	// UDP_GRO when receiving), which is otherwise used where the kernel has
+	// it. Message boundaries are the same either way.
+	NoOffload bool
 }
 
 func clampInt(v, def, lo, hi int) int {

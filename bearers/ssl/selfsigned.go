@@ -157,10 +157,19 @@ func usable(leaf *x509.Certificate, hosts []string, now time.Time) string {
 type selfSigned struct {
 	cert     tls.Certificate
 	certPath string
+	modTime  time.Time // of certPath when loaded
+	size     int64
 	// replaced says why an existing certificate was replaced ("" if the
 	// certificate was reused or newly created).
 	replaced string
 	created  bool
+}
+
+// changedOnDisk reports whether the certificate file is gone or differs from
+// the one loaded.
+func (s *selfSigned) changedOnDisk() bool {
+	fi, err := os.Stat(s.certPath)
+	return err != nil || !fi.ModTime().Equal(s.modTime) || fi.Size() != s.size
 }
 
 const selfSignedNoticePrefix = "ssl: no certificate configured"
@@ -193,6 +202,8 @@ func ensureSelfSigned(stateDir string, hosts []string, now time.Time) (*selfSign
 	res := &selfSigned{certPath: certPath}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
+		res.created, res.replaced = false, ""
+		fi, statErr := os.Stat(certPath)
 		cert, err := loadKeyPair(certPath, keyPath)
 		names := want
 		switch {
@@ -200,6 +211,9 @@ func ensureSelfSigned(stateDir string, hosts []string, now time.Time) (*selfSign
 			why := usable(cert.Leaf, want, now)
 			if why == "" {
 				res.cert = cert
+				if fi != nil {
+					res.modTime, res.size = fi.ModTime(), fi.Size()
+				}
 				return res, nil
 			}
 			res.replaced = why
@@ -207,7 +221,7 @@ func ensureSelfSigned(stateDir string, hosts []string, now time.Time) (*selfSign
 			for _, ip := range cert.Leaf.IPAddresses {
 				names = append(names, ip.String())
 			}
-		case errors.Is(err, fs.ErrNotExist):
+		case errors.Is(statErr, fs.ErrNotExist):
 			res.created = true
 		default:
 			res.replaced = err.Error()
@@ -216,18 +230,28 @@ func ensureSelfSigned(stateDir string, hosts []string, now time.Time) (*selfSign
 		if err != nil {
 			return nil, err
 		}
-		if err := writeSelfSigned(certPath, keyPath, certPEM, keyPEM); err != nil {
+		installed, err := installSelfSigned(stateDir, certPEM, keyPEM, !res.created)
+		if err != nil {
 			return nil, err
 		}
+		if !installed { // another process created it first: use theirs
+			lastErr = errors.New("lost the race to create it")
+			continue
+		}
 		// Reload: another process may have written between our renames.
+		fi, _ = os.Stat(certPath)
 		cert, err = loadKeyPair(certPath, keyPath)
-		if err == nil && bytes.Equal(cert.Certificate[0], derOf(certPEM)) {
+		if err == nil && fi != nil && bytes.Equal(cert.Certificate[0], derOf(certPEM)) {
 			res.cert = cert
+			res.modTime, res.size = fi.ModTime(), fi.Size()
 			return res, nil
 		}
 		lastErr = err
+		if err == nil {
+			lastErr = errors.New("replaced by another process meanwhile")
+		}
 	}
-	return nil, fmt.Errorf("ssl: self-signed certificate %s: files keep changing under us (another process writing them?): %v", certPath, lastErr)
+	return nil, fmt.Errorf("%s: files keep changing under us (another process writing them?): %v", certPath, lastErr)
 }
 
 func derOf(certPEM []byte) []byte {
@@ -243,16 +267,18 @@ func derOf(certPEM []byte) []byte {
 func generateSelfSigned(names []string, now time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssl: generate key: %w", err)
+		return nil, nil, fmt.Errorf("generate key: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssl: generate serial number: %w", err)
+		return nil, nil, fmt.Errorf("generate serial number: %w", err)
 	}
 	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "Connect self-signed " + host, Organization: []string{"Connect"}},
+		SerialNumber: serial,
+		// A distinct subject per certificate, so that verifiers never mistake
+		// one generated certificate for the issuer of another.
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("Connect self-signed %s %08x", host, serial.Uint64()&0xffffffff), Organization: []string{"Connect"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(selfSignedValidity),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -274,33 +300,73 @@ func generateSelfSigned(names []string, now time.Time) (certPEM, keyPEM []byte, 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssl: create self-signed certificate: %w", err)
+		return nil, nil, fmt.Errorf("create self-signed certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssl: encode key: %w", err)
+		return nil, nil, fmt.Errorf("encode key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// writeSelfSigned writes key (0600) and certificate (0644) atomically, each
-// through a temporary file and a rename, into a directory created 0700.
-func writeSelfSigned(certPath, keyPath string, certPEM, keyPEM []byte) error {
+// installSelfSigned puts a new key (0600) and certificate (0644) in place.
+//
+// To create (replace false: the caller found no certificate), it fills a
+// temporary directory (0700) and renames it to <stateDir>/ssl, so that of
+// several processes doing this at once exactly one wins and all see a
+// complete pair; installed is false for the losers, who then load the
+// winner's. Only when <stateDir>/ssl exists without a certificate in it (a
+// leftover) does creating fall back to replacing.
+//
+// To replace, it writes the key, then the certificate, each through a
+// temporary file and a rename.
+func installSelfSigned(stateDir string, certPEM, keyPEM []byte, replace bool) (installed bool, err error) {
+	certPath, keyPath := SelfSignedPaths(stateDir)
 	dir := filepath.Dir(certPath)
+	if !replace {
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			return false, fmt.Errorf("create state directory: %w", err)
+		}
+		tmp, err := os.MkdirTemp(stateDir, ".ssl-*")
+		if err != nil {
+			return false, fmt.Errorf("create certificate directory: %w", err)
+		}
+		defer os.RemoveAll(tmp) // nothing left to remove once renamed
+		if err := os.Chmod(tmp, 0o700); err != nil {
+			return false, fmt.Errorf("create certificate directory: %w", err)
+		}
+		if err := writeAtomic(filepath.Join(tmp, filepath.Base(keyPath)), keyPEM, 0o600); err != nil {
+			return false, err
+		}
+		if err := writeAtomic(filepath.Join(tmp, filepath.Base(certPath)), certPEM, 0o644); err != nil {
+			return false, err
+		}
+		rerr := os.Rename(tmp, dir)
+		if rerr == nil {
+			return true, nil
+		}
+		if _, err := os.Stat(certPath); err == nil {
+			return false, nil // another process created it meanwhile
+		}
+		if _, err := os.Stat(dir); err != nil {
+			return false, fmt.Errorf("create certificate directory %s: %w", dir, rerr)
+		}
+		// dir exists without a certificate: replace what is there.
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("ssl: create certificate directory: %w", err)
+		return false, fmt.Errorf("create certificate directory: %w", err)
 	}
 	if err := writeAtomic(keyPath, keyPEM, 0o600); err != nil {
-		return err
+		return false, err
 	}
-	return writeAtomic(certPath, certPEM, 0o644)
+	return true, writeAtomic(certPath, certPEM, 0o644)
 }
 
 func writeAtomic(path string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("ssl: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
@@ -318,7 +384,7 @@ func writeAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("ssl: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -29,17 +29,26 @@
 //
 // # Certificates out of the box
 //
-// When no cert and key are configured and the host has a state directory, New
-// loads, or creates if missing or unusable, a self-signed ECDSA P-256
-// certificate that is its own CA at <StateDir>/ssl/cert.pem with its key at
-// <StateDir>/ssl/key.pem (directory 0700, key 0600), valid for one year for
-// localhost, 127.0.0.1 and ::1. New does it, rather than Listen, so that the
-// host can log where the certificate is as soon as the bearer is configured
-// (bearers.Noticer). Listen adds its host to the certificate if it is not
-// covered yet (regenerating it, with a new notice). A certificate within
-// seven days of expiry is regenerated. Without a state directory and
-// without cert and key, New succeeds (the bearer can still dial) and Listen
-// fails, saying what to configure.
+// When no cert and key are configured, the first Listen loads, or creates if
+// missing or unusable, a self-signed ECDSA P-256 certificate that is its own
+// CA at <StateDir>/ssl/cert.pem with its key at <StateDir>/ssl/key.pem
+// (directory 0700, key 0600), valid for one year for localhost, 127.0.0.1,
+// ::1 and the listen host (for 0.0.0.0 or ::, this machine's host name).
+// The bearer then reports where the certificate is, its fingerprint and how
+// clients trust it, as a notice (bearers.Noticer). This happens in Listen
+// rather than New because New cannot tell a server from a client: a bearer
+// that only dials never creates key material, and has nothing to report.
+// Hosts therefore ask for Notices after Listen as well as after New.
+//
+// A later Listen on a host the certificate does not cover regenerates it,
+// keeping its names, with a new notice. A certificate within seven days of
+// expiry is regenerated, also while listening: handshakes check, at most once
+// a second, that the certificate in use is still valid and still the one in
+// the files, and take the files' one when another process sharing the state
+// directory replaced it. Two processes creating the certificate at the same
+// moment end up with the same one (the first creation moves a complete
+// directory into place). Without a state directory and without cert and
+// key, Listen fails, saying what to configure.
 //
 // When dialing, the server is verified against the ca attribute if set;
 // otherwise against the system roots plus <StateDir>/ssl/cert.pem if that
@@ -123,6 +132,7 @@ type bearer struct {
 	mu         sync.Mutex
 	selfSigned *selfSigned // nil unless generated or loaded
 	hosts      []string    // listen hosts the self-signed certificate must cover
+	checked    time.Time   // when refreshLocked last ran
 	notices    []string
 }
 
@@ -132,8 +142,8 @@ func badAttr(name, value, format string, args ...any) error {
 
 // New creates an ssl bearer from its attributes (see the package
 // documentation). Errors wrap bearers.ErrBadAttribute and name the attribute.
-// With a state directory and no cert/key, New prepares the self-signed
-// certificate, which can fail on file system errors.
+// New reads the certificate and CA files named by attributes; it writes
+// nothing (a self-signed certificate is prepared by Listen).
 func New(cfg bearers.Config) (bearers.Bearer, error) {
 	a := cfg.Attributes
 	for name := range a {
@@ -230,46 +240,59 @@ func New(cfg bearers.Config) (bearers.Bearer, error) {
 		}
 	}
 
-	if b.configured == nil && b.stateDir != "" {
-		if err := b.ensureCovers(""); err != nil {
-			return nil, err
-		}
-	}
 	return b, nil
 }
 
 // Info describes the ssl bearer.
 func (b *bearer) Info() bearers.Info { return Registration.Info }
 
-// Notices reports, for the operator, the self-signed certificate in use and
-// insecureSkipVerify. Listen may add one (when it regenerates the
-// certificate for a new host), so a host may ask again after Listen.
+// Notices reports, for the operator, insecureSkipVerify (from New on) and the
+// self-signed certificate in use (once Listen has prepared it, and again
+// whenever it changes), so a host asks after New and after each Listen.
 func (b *bearer) Notices() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.notices)
 }
 
-// ensureCovers makes the self-signed certificate cover host too ("" for
-// none) and records the notice when the certificate in use changes.
+// refreshInterval is how often, at most, a handshake checks that the
+// self-signed certificate in use is still the one on disk and not near
+// expiry.
+var refreshInterval = time.Second
+
+// ensureCovers prepares the self-signed certificate, covering host too.
 func (b *bearer) ensureCovers(host string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if h := certHost(host); h != "" && !slices.Contains(b.hosts, h) {
 		b.hosts = append(b.hosts, h)
 	}
-	if b.selfSigned != nil && usable(b.selfSigned.cert.Leaf, b.hosts, time.Now()) == "" {
+	return b.refreshLocked(time.Now())
+}
+
+// refreshLocked keeps the self-signed certificate in use valid and in step
+// with the files: it takes the files' certificate when another process
+// replaced them, and renews a certificate near expiry or missing a host.
+func (b *bearer) refreshLocked(now time.Time) error {
+	b.checked = now
+	if cur := b.selfSigned; cur != nil && !cur.changedOnDisk() && usable(cur.cert.Leaf, b.hosts, now) == "" {
 		return nil
 	}
-	ss, err := ensureSelfSigned(b.stateDir, b.hosts, time.Now())
+	ss, err := ensureSelfSigned(b.stateDir, b.hosts, now)
 	if err != nil {
-		return err
+		return fmt.Errorf("self-signed certificate in state directory %s: %w", b.stateDir, err)
+	}
+	if b.selfSigned == nil || !slices.Equal(ss.cert.Certificate[0], b.selfSigned.cert.Certificate[0]) {
+		b.setSelfSignedNotice(ss.notice())
 	}
 	b.selfSigned = ss
-	// Keep one self-signed notice: the latest.
-	b.notices = slices.DeleteFunc(b.notices, func(n string) bool { return strings.HasPrefix(n, selfSignedNoticePrefix) })
-	b.notices = append(b.notices, ss.notice())
 	return nil
+}
+
+// setSelfSignedNotice replaces the notice about the self-signed certificate.
+func (b *bearer) setSelfSignedNotice(n string) {
+	b.notices = slices.DeleteFunc(b.notices, func(n string) bool { return strings.HasPrefix(n, selfSignedNoticePrefix) })
+	b.notices = append(b.notices, n)
 }
 
 func (b *bearer) serverCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -278,6 +301,9 @@ func (b *bearer) serverCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if now := time.Now(); now.Sub(b.checked) >= refreshInterval {
+		_ = b.refreshLocked(now) // on failure keep serving the current one
+	}
 	if b.selfSigned == nil {
 		return nil, errors.New("ssl: no server certificate")
 	}
@@ -302,18 +328,19 @@ func (b *bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Liste
 	if err := checkEndpoint("listen", ep); err != nil {
 		return nil, err
 	}
-	if b.configured == nil {
-		if b.stateDir == "" {
-			return nil, fmt.Errorf("%w: ssl: listen %s: no certificate: set the cert and key attributes, or give the host a state directory (--state-dir) so that a self-signed certificate can be generated there", bearers.ErrBadAttribute, ep)
-		}
-		if err := b.ensureCovers(ep.Host); err != nil {
-			return nil, fmt.Errorf("ssl: listen %s: %w", ep, err)
-		}
+	if b.configured == nil && b.stateDir == "" {
+		return nil, fmt.Errorf("%w: ssl: listen %s: no certificate: set the cert and key attributes, or give the host a state directory (--state-dir) so that a self-signed certificate can be generated there", bearers.ErrBadAttribute, ep)
 	}
 	var lc net.ListenConfig
 	raw, err := lc.Listen(ctx, "tcp", ep.HostPort())
 	if err != nil {
 		return nil, fmt.Errorf("ssl: listen %s: %w", ep, err)
+	}
+	if b.configured == nil {
+		if err := b.ensureCovers(ep.Host); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("ssl: listen %s: %w", ep, err)
+		}
 	}
 	cfg := &tls.Config{
 		MinVersion:     b.minVersion,

@@ -26,6 +26,7 @@
 //	batch        datagrams per system call, 1..1024, default 64
 //	maxPeers     peers one listener serves at once, default 4096
 //	idleTimeout  forget a listener's peer after this long without traffic (Go duration), default 2m; "0" never
+//	offload      use UDP segmentation offload (UDP_SEGMENT/UDP_GRO) where the kernel has it (bool), default true
 //
 // A Bearer is safe for concurrent use.
 package udp
@@ -83,6 +84,13 @@ func New(cfg bearers.Config) (bearers.Bearer, error) {
 			b.opts.Batch, err = parseRange(value, 1, dgram.MaxBatch)
 		case "maxPeers":
 			b.opts.MaxPeers, err = parseRange(value, 1, 1<<20)
+		case "offload":
+			var on bool
+			on, err = strconv.ParseBool(strings.TrimSpace(value))
+			if err != nil {
+				err = fmt.Errorf("want true or false")
+			}
+			b.opts.NoOffload = !on
 		case "idleTimeout":
 			var d time.Duration
 			d, err = time.ParseDuration(strings.TrimSpace(value))
@@ -103,7 +111,7 @@ func New(cfg bearers.Config) (bearers.Bearer, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, fmt.Errorf("%w: %s does not know attribute(s) %s (known: batch, idleTimeout, maxPeers, readBuffer, writeBuffer)",
+		return nil, fmt.Errorf("%w: %s does not know attribute(s) %s (known: batch, idleTimeout, maxPeers, offload, readBuffer, writeBuffer)",
 			bearers.ErrBadAttribute, Type, strings.Join(unknown, ", "))
 	}
 	return b, nil

@@ -37,7 +37,7 @@ type options struct {
 	server, token, tokenFile, ca, cert, key, stateDir, bearerPlugin, name string
 	logLevel                                                              string
 	insecure, json                                                        bool
-	timeout                                                               time.Duration
+	timeout, regTimeout                                                   time.Duration
 	count                                                                 int
 	interval                                                              time.Duration
 }
@@ -73,6 +73,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.stateDir, "state-dir", "", "state `DIR` holding the client id (default $CONNECT_STATE_DIR, else ~/.local/state/connect)")
 	fs.BoolVar(&o.json, "json", false, "print results as JSON")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up connecting and registering after `D`")
+	fs.DurationVar(&o.regTimeout, "registration-timeout", 5*time.Second, "give up one connection attempt (connect + registration) after `D` and retry, within --timeout")
 	fs.StringVar(&o.bearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
 	fs.StringVar(&o.name, "name", "connectclient", "client `NAME` shown by the server")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
@@ -142,7 +143,7 @@ func ping(o *options, stdout, stderr io.Writer) error {
 	defer cancel()
 	c, err := client.Dial(dctx, client.Config{
 		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
-		RegistrationTimeout: min(o.timeout, 10*time.Second), Logger: logger,
+		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger,
 		OnState: func(s client.State, err error) {
 			if err != nil {
 				logger.Info("state", "state", s.String(), "because", err)

@@ -186,6 +186,7 @@ func check(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg != nil {
+		problems = append(problems, cfg.CheckPlugins()...)
 		problems = append(problems, checkAttributes(cfg)...)
 	}
 	if len(problems) > 0 {

@@ -350,7 +350,10 @@ type ListenResponse struct {
 	Endpoint string `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// Set when the plugin hands over a bound datagram socket
 	// (HANDOFF_PACKET_LISTENER); the host then receives datagrams itself.
-	PacketSocket  *Connection `protobuf:"bytes,3,opt,name=packet_socket,json=packetSocket,proto3" json:"packet_socket,omitempty"`
+	PacketSocket *Connection `protobuf:"bytes,3,opt,name=packet_socket,json=packetSocket,proto3" json:"packet_socket,omitempty"`
+	// Notices the host logs (for example: a certificate was generated for
+	// this listener and how clients trust it).
+	Notices       []string `protobuf:"bytes,4,rep,name=notices,proto3" json:"notices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +405,13 @@ func (x *ListenResponse) GetEndpoint() string {
 func (x *ListenResponse) GetPacketSocket() *Connection {
 	if x != nil {
 		return x.PacketSocket
+	}
+	return nil
+}
+
+func (x *ListenResponse) GetNotices() []string {
+	if x != nil {
+		return x.Notices
 	}
 	return nil
 }
@@ -674,12 +684,13 @@ const file_bearer_proto_rawDesc = "" +
 	"\x11ConfigureResponse\x12\x18\n" +
 	"\anotices\x18\x01 \x03(\tR\anotices\"+\n" +
 	"\rListenRequest\x12\x1a\n" +
-	"\bendpoint\x18\x01 \x01(\tR\bendpoint\"\x91\x01\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\"\xab\x01\n" +
 	"\x0eListenResponse\x12\x1f\n" +
 	"\vlistener_id\x18\x01 \x01(\x04R\n" +
 	"listenerId\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12B\n" +
-	"\rpacket_socket\x18\x03 \x01(\v2\x1d.connect.bearer.v1.ConnectionR\fpacketSocket\"0\n" +
+	"\rpacket_socket\x18\x03 \x01(\v2\x1d.connect.bearer.v1.ConnectionR\fpacketSocket\x12\x18\n" +
+	"\anotices\x18\x04 \x03(\tR\anotices\"0\n" +
 	"\rAcceptRequest\x12\x1f\n" +
 	"\vlistener_id\x18\x01 \x01(\x04R\n" +
 	"listenerId\"7\n" +

@@ -1,0 +1,65 @@
+# Connect — build, test, lint, fuzz and bench.
+# `make test` is the README's test command and what CI runs (with `make lint`).
+
+GO        ?= go
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+BIN       := bin
+FUZZTIME  ?= 60s
+SHORTFUZZ ?= 10s
+PKGS      := ./...
+
+# Every fuzz target, as package:target.
+FUZZ_TARGETS := \
+	./wire:FuzzDecodeFrame \
+	./wire:FuzzDecodeMessage \
+	./wire:FuzzStreamConn \
+	./config:FuzzParse
+
+.PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/connectserver ./cmd/connectclient
+	$(GO) build -o $(BIN)/connect-bearer-ws ./examples/wsbearer/cmd/connect-bearer-ws
+
+# Unit and integration tests with the race detector, then a short fuzz run
+# of every decoder.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) fuzz-short
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@command -v $(GOBIN)/staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$(GOBIN)/staticcheck $(PKGS)
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) || exit 1; done
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SHORTFUZZ)
+
+# Benchmarks print ratios against raw baselines measured in the same run;
+# figures are recorded in docs/BENCHMARKS.md.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./wire
+	$(GO) run ./bench/bearerbench
+	$(GO) run ./bench/udprate
+
+bench-udp:
+	$(GO) run ./bench/udprate
+
+# Regenerate the gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
+generate:
+	PATH="$(GOBIN):$$PATH" $(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)
