@@ -40,7 +40,11 @@ func TestMain(m *testing.M) {
 		bin.client:   "github.com/bearerkit/connect/cmd/connectclient",
 		bin.wsBearer: "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
 	} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		args := []string{"build", "-o", out}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)

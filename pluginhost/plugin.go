@@ -285,7 +285,13 @@ func (p *Plugin) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Liste
 			pc.Close()
 			return nil, fmt.Errorf("plugin %s answered nonsense: packet socket is a %T, not UDP", p.opts.Name, pc)
 		}
-		return &hostListener{Listener: dgram.NewListener(uc, bound, dgram.Options{})}, nil
+		// Serve the socket with the engine options the adapter configured.
+		opts, _, err := dgram.ParseAttributes(p.opts.Config.Attributes)
+		if err != nil {
+			uc.Close()
+			return nil, fmt.Errorf("plugin %s: %w", p.opts.Name, err)
+		}
+		return &hostListener{Listener: dgram.NewListener(uc, bound, opts)}, nil
 	}
 	return newStreamListener(p, res.ListenerId, bound), nil
 }

@@ -31,7 +31,10 @@
 //   - Listen and Dial reject an endpoint of another scheme with an error
 //     wrapping bearers.ErrBadEndpoint;
 //   - after Conn.Close, Read and Write fail with errors wrapping net.ErrClosed
-//     and a second Close does not panic.
+//     and a second Close does not panic;
+//   - for stream bearers, connections already accepted keep working after
+//     Listener.Close (datagram bearers whose connections share the
+//     listener's socket close them with it).
 //
 // Stream bearers (not Datagram) additionally pass
 // golang.org/x/net/nettest.TestConn, the standard library's own test of
@@ -165,6 +168,7 @@ func TestBearer(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) {
 		t.Run("DatagramReadDeadline", func(t *testing.T) { testDatagramReadDeadline(t, b, listenEP) })
 	} else {
 		t.Run("StreamLarge", func(t *testing.T) { testStreamLarge(t, b, listenEP) })
+		t.Run("ConnOutlivesListener", func(t *testing.T) { testConnOutlivesListener(t, b, listenEP) })
 		t.Run("NetConn", func(t *testing.T) {
 			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 				return makePipe(b, listenEP)
@@ -413,6 +417,29 @@ func testBadScheme(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) {
 	} else if !errors.Is(err, bearers.ErrBadEndpoint) {
 		t.Errorf("Dial(%s) = %v, want an error wrapping bearers.ErrBadEndpoint", bad, err)
 	}
+}
+
+func testConnOutlivesListener(t *testing.T, b bearers.Bearer, listenEP bearers.Endpoint) {
+	ln, err := b.Listen(ctxT(t), listenEP)
+	if err != nil {
+		t.Fatalf("Listen(%s): %v", listenEP, err)
+	}
+	defer ln.Close()
+	client, err := b.Dial(ctxT(t), ln.Endpoint())
+	if err != nil {
+		t.Fatalf("Dial(%s): %v", ln.Endpoint(), err)
+	}
+	defer client.Close()
+	server, err := ln.Accept(ctxT(t))
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	defer server.Close()
+	if err := ln.Close(); err != nil {
+		t.Fatalf("Listener.Close: %v", err)
+	}
+	exchange(t, b, client, server, []byte("after the listener closed"))
+	exchange(t, b, server, client, []byte("still here"))
 }
 
 // testStreamLarge sends a megabyte each way at once and checks every byte.

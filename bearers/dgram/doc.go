@@ -21,14 +21,36 @@
 // writes accumulate, so a burst coalesces into few system calls. Conn.WriteBatch
 // queues many datagrams under one lock for callers that have them at hand.
 //
+// # Segmentation offload
+//
+// recvmmsg and sendmmsg save system calls, but on Linux most of the cost of a
+// datagram is the network stack's work per packet, which they do not save.
+// So where the kernel has it (and unless Options.NoOffload), the sender also
+// uses UDP generic segmentation offload: a run of queued datagrams for the
+// same peer with the same size (the last may be shorter), up to 64 of them,
+// goes to the kernel as one message with a UDP_SEGMENT control message and
+// crosses the stack as one packet. The reader sets UDP_GRO, so trains that
+// arrive coalesced (from such senders, or merged by the network device) come
+// up as one message with their segment size, and the reader splits them.
+// Message boundaries are exactly those the sender wrote. If the kernel
+// refuses an offloaded message (a device without checksum offload, a segment
+// larger than the path allows), its datagrams are sent one by one and offload
+// is narrowed or turned off for that socket. Stats.OffloadOut and
+// Stats.OffloadIn show how much traffic used it. Once a Listener or Conn has
+// started reading a socket, UDP_GRO is on: the socket must then be read only
+// through this package, since a plain read could return a whole train.
+//
 // # Bounds and loss
 //
 // Everything is bounded: a Conn's receive queue holds at most
 // Options.RecvQueue datagrams; all receive queues of a socket together hold at
 // most Options.MaxQueuedBytes; a listener serves at most Options.MaxPeers
 // peers and holds at most Options.AcceptBacklog peers not yet accepted. UDP is
-// unreliable, so when a receive bound is hit the datagram is dropped and
-// counted (see Stats), never blocked on. The send queue holds at most
+// unreliable, so when a receive bound of a listener's peer is hit the datagram
+// is dropped and counted (see Stats): one slow peer never holds up the others.
+// A Conn from NewConn is its socket's only reader, so instead it stops reading
+// the socket until there is room, and the kernel's socket buffer absorbs (and
+// past its size drops) the excess, as for any UDP socket. The send queue holds at most
 // Options.SendQueue datagrams and Options.MaxQueuedBytes bytes; when it is
 // full, Write blocks (backpressure) until there is room, the write deadline
 // passes or the Conn is closed. A datagram the kernel refuses to send (for

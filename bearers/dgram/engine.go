@@ -152,6 +152,7 @@ func newEngine(pc *net.UDPConn, opts Options, connected bool) *engine {
 	e.sq.max = e.opts.SendQueue
 	if pc == nil {
 		e.closed = true
+		e.sendClosed = true
 		close(e.closing)
 		e.why = errors.New("dgram: nil socket")
 		return e
@@ -307,9 +308,18 @@ func transient(err error) bool {
 	return false
 }
 
+// connectedReadBatch caps the messages per read of a connected socket, whose
+// one peer coalesces (UDP_GRO) up to maxGSOSegments datagrams per message: a
+// client with many connections should not hold a full-size read buffer
+// (Options.Batch × 64 KiB) for each.
+const connectedReadBatch = 16
+
 func (e *engine) readLoop() {
 	defer e.readerWG.Done()
 	batch := e.opts.Batch
+	if e.connected && e.gro && batch > connectedReadBatch {
+		batch = connectedReadBatch
+	}
 	slab := make([]byte, batch*recvSlot)
 	msgs := make([]ipv4.Message, batch)
 	bufs := make([][]byte, batch)

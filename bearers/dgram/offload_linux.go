@@ -95,13 +95,17 @@ func groSegment(oob []byte) int {
 		typ := int32(binary.NativeEndian.Uint32(oob[off+4:]))
 		data := oob[cmsgHdrLen:l]
 		if level == unix.IPPROTO_UDP && typ == unix.UDP_GRO {
+			var v uint32
 			switch {
 			case len(data) >= 4:
-				return int(binary.NativeEndian.Uint32(data))
+				v = binary.NativeEndian.Uint32(data)
 			case len(data) >= 2:
-				return int(binary.NativeEndian.Uint16(data))
+				v = uint32(binary.NativeEndian.Uint16(data))
 			}
-			return 0
+			if v > 65535 { // no UDP segment is larger; ignore nonsense
+				return 0
+			}
+			return int(v)
 		}
 		next := unix.CmsgSpace(l - cmsgHdrLen)
 		if next > len(oob) {

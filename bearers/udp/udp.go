@@ -19,6 +19,10 @@
 // socket. Nothing is read from either socket until the first Accept, Read or
 // Write, so handing it over does not race a reader in the plugin.
 //
+// Accepted connections share the listener's socket, so closing the listener
+// closes them too (a stream bearer's accepted connections outlive their
+// listener; a udp listener's cannot).
+//
 // Attributes:
 //
 //	readBuffer   socket receive buffer in bytes (suffixes KiB, MiB allowed), default 4MiB, best effort
@@ -38,7 +42,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/bearerkit/connect/bearers"
 	"github.com/bearerkit/connect/bearers/dgram"
@@ -71,36 +74,19 @@ var _ bearers.Bearer = (*Bearer)(nil)
 // values give an error wrapping bearers.ErrBadAttribute that names them.
 func New(cfg bearers.Config) (bearers.Bearer, error) {
 	b := &Bearer{readBuffer: defaultBuffer, writeBuffer: defaultBuffer}
-	b.opts.Batch = dgram.DefaultBatch
+	opts, rest, err := dgram.ParseAttributes(cfg.Attributes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Type, err)
+	}
+	b.opts = opts
 	var unknown []string
-	for name, value := range cfg.Attributes {
+	for name, value := range rest {
 		var err error
 		switch name {
 		case "readBuffer":
 			b.readBuffer, err = parseSize(value)
 		case "writeBuffer":
 			b.writeBuffer, err = parseSize(value)
-		case "batch":
-			b.opts.Batch, err = parseRange(value, 1, dgram.MaxBatch)
-		case "maxPeers":
-			b.opts.MaxPeers, err = parseRange(value, 1, 1<<20)
-		case "offload":
-			var on bool
-			on, err = strconv.ParseBool(strings.TrimSpace(value))
-			if err != nil {
-				err = fmt.Errorf("want true or false")
-			}
-			b.opts.NoOffload = !on
-		case "idleTimeout":
-			var d time.Duration
-			d, err = time.ParseDuration(strings.TrimSpace(value))
-			if err == nil && d < 0 {
-				err = fmt.Errorf("must not be negative")
-			}
-			if d == 0 {
-				d = -1 // dgram: negative disables
-			}
-			b.opts.IdleTimeout = d
 		default:
 			unknown = append(unknown, name)
 			continue
@@ -115,14 +101,6 @@ func New(cfg bearers.Config) (bearers.Bearer, error) {
 			bearers.ErrBadAttribute, Type, strings.Join(unknown, ", "))
 	}
 	return b, nil
-}
-
-func parseRange(s string, lo, hi int) (int, error) {
-	v, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil || v < lo || v > hi {
-		return 0, fmt.Errorf("want an integer from %d to %d", lo, hi)
-	}
-	return v, nil
 }
 
 // parseSize parses a byte count: an integer with an optional KiB or MiB suffix.
@@ -168,6 +146,18 @@ func (b *Bearer) setBuffers(c *net.UDPConn) {
 // Listen binds ep and serves it. The returned listener is a *dgram.Listener,
 // whose PacketConn method returns the bound socket.
 func (b *Bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Listener, error) {
+	uc, err := b.BindPacket(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	return dgram.NewListener(uc, ep, b.opts), nil
+}
+
+// BindPacket implements bearers.PacketBinder: it binds ep with the
+// configured socket buffer sizes and returns the socket unread, so that a
+// plugin can hand it to the host, which serves it with the same dgram
+// engine (configured from the same attributes, see dgram.ParseAttributes).
+func (b *Bearer) BindPacket(ctx context.Context, ep bearers.Endpoint) (*net.UDPConn, error) {
 	if err := checkEndpoint("listen", ep); err != nil {
 		return nil, err
 	}
@@ -182,7 +172,7 @@ func (b *Bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Liste
 		return nil, fmt.Errorf("%s: listen %s: got %T, not a UDP socket", Type, ep, pc)
 	}
 	b.setBuffers(uc)
-	return dgram.NewListener(uc, ep, b.opts), nil
+	return uc, nil
 }
 
 // Conn is a dialed udp connection: a dgram.Conn over a connected socket.

@@ -6,7 +6,7 @@
 // one-line summary against the targets; docs/BENCHMARKS.md explains the
 // figures.
 //
-//	go run ./bench/bearerbench [-bytes 2GiB] [-transfers 32] [-rtts 20000] [-conns 500] [-runs 5] [-time 5s]
+//	go run ./bench/bearerbench [-bytes 4GiB] [-transfers 64] [-rtts 20000] [-conns 500] [-runs 5] [-time 5s]
 //
 // Everything runs on 127.0.0.1. Every loop is bounded by a count and by
 // -time; the plugin subprocesses are stopped before the program exits.
@@ -65,21 +65,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bearerbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		bytesF   = sizeFlag(2 << 30)
+		bytesF   = sizeFlag(4 << 30)
 		chunkF   = sizeFlag(256 << 10)
 		frameF   = sizeFlag(64 << 10)
 		sections string
 		cfg      config
 	)
 	fs.Var(&bytesF, "bytes", "bytes streamed per path, split into -transfers transfers (suffixes KiB, MiB, GiB)")
-	fs.IntVar(&cfg.transfers, "transfers", 32, "throughput transfers per path, each on a fresh connection")
+	fs.IntVar(&cfg.transfers, "transfers", 64, "throughput transfers per path, each on a fresh connection")
 	fs.Var(&chunkF, "chunk", "write (and read) size of the throughput streams")
 	fs.Var(&frameF, "frame", "payload of each wire Data frame in the framed throughput case")
 	fs.IntVar(&cfg.rtts, "rtts", 20000, "measured round trips per path (split across the runs)")
-	fs.IntVar(&cfg.warmup, "warmup", 1000, "unmeasured warm-up round trips before each path's measured ones")
+	fs.IntVar(&cfg.warmup, "warmup", 1000, "unmeasured warm-up round trips per path and run")
 	fs.IntVar(&cfg.conns, "conns", 500, "measured connection setups per path (split across the runs)")
 	fs.IntVar(&cfg.runs, "runs", 5, "latency and setup rounds, each on fresh connections; -rtts and -conns are split across them")
-	fs.DurationVar(&cfg.limit, "time", 5*time.Second, "cap on any single measurement (a transfer, a latency series, a setup series); a capped one reports what it did in that time")
+	fs.DurationVar(&cfg.limit, "time", 5*time.Second, "cap on each throughput transfer, and on the time each path spends on its latency or setup samples in one run; a capped measurement reports what it did in that time")
 	fs.IntVar(&cfg.size, "size", 64, "round-trip message size in bytes")
 	fs.StringVar(&sections, "only", "throughput,latency,setup", "sections to run, comma-separated")
 	fs.BoolVar(&cfg.verbose, "v", false, "log the plugins' and the host's messages")

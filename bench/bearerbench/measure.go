@@ -27,21 +27,6 @@ type xfer struct {
 
 func (x xfer) gbps() float64 { return float64(x.bytes) / x.elapsed.Seconds() / 1e9 }
 
-// aggregate is the throughput of transfers taken together, in GB/s: all
-// their bytes over all their time.
-func aggregate(xs []xfer) float64 {
-	var b int64
-	var t time.Duration
-	for _, x := range xs {
-		b += x.bytes
-		t += x.elapsed
-	}
-	if t <= 0 {
-		return 0
-	}
-	return float64(b) / t.Seconds() / 1e9
-}
-
 // series is a set of timed samples (round trips or connection setups).
 type series struct {
 	samples []time.Duration
@@ -120,18 +105,20 @@ func measure(ctx context.Context, cfg config, e *env, progress io.Writer) (*resu
 				return nil, fmt.Errorf("throughput warm-up, %s: %w", c.label, err)
 			}
 		}
-		// The paths take turns, one transfer each, the first of each turn
-		// rotating: load that comes and goes on a shared machine then hits
-		// all paths alike. Single transfers vary a lot (how the kernel and
-		// the Go scheduler place writer and reader on the CPUs decides much
-		// of loopback throughput), so there are many short ones, and the
-		// figure is their aggregate.
+		// The paths take turns, one transfer each, in a new random order
+		// every turn: load that comes and goes on a shared machine then hits
+		// all paths alike, and no path always follows the same other one
+		// (what ran just before affects a transfer). Single transfers vary
+		// a lot (where the kernel and the Go scheduler put writer and reader
+		// decides much of loopback throughput), so there are many short
+		// ones and the figure is their median.
 		per := cfg.transferSize()
 		one := cfg
 		one.bytes = per
+		rng := rand.New(rand.NewPCG(1, 1))
 		for turn := range cfg.transfers {
-			for i := range r.thrCases {
-				c := r.thrCases[(i+turn)%len(r.thrCases)]
+			for _, i := range rng.Perm(len(r.thrCases)) {
+				c := r.thrCases[i]
 				x, err := throughput(ctx, e.paths[c.path], one, c.framed)
 				if err != nil {
 					return nil, fmt.Errorf("throughput, %s: %w", c.label, err)
@@ -139,8 +126,8 @@ func measure(ctx context.Context, cfg config, e *env, progress io.Writer) (*resu
 				r.thr[c.key] = append(r.thr[c.key], x)
 			}
 			if (turn+1)%max(1, cfg.transfers/4) == 0 || turn+1 == cfg.transfers {
-				fmt.Fprintf(progress, "throughput: %d/%d transfers per path done; so far raw %.2f GB/s, tcp bearer via plugin %.2f GB/s\n",
-					turn+1, cfg.transfers, aggregate(r.thr["raw"]), aggregate(r.thr["tcp"]))
+				fmt.Fprintf(progress, "throughput: %d/%d transfers per path done; median so far: raw %.2f GB/s, tcp bearer via plugin %.2f GB/s\n",
+					turn+1, cfg.transfers, summarizeThr(r.thr["raw"]).median, summarizeThr(r.thr["tcp"]).median)
 			}
 		}
 	}
@@ -199,8 +186,8 @@ type stepper interface {
 }
 
 // interleave opens one stepper per case, warms each up with warm steps,
-// then takes n samples from each in blocks, the cases taking turns (the
-// first of each turn rotating). A case that has spent -time on its samples
+// then takes n samples from each in blocks, the cases taking turns in a new
+// random order every turn. A case that has spent -time on its samples
 // stops early and is marked capped. guard bounds every connection's I/O.
 func interleave(cfg config, run int, cases []sampleCase, open func(sampleCase, time.Time) (stepper, error), n, block, warm int) ([]*series, error) {
 	guard := time.Now().Add(time.Duration(len(cases))*(cfg.limit+cfg.limit/2) + slack)
@@ -231,10 +218,10 @@ func interleave(cfg config, run int, cases []sampleCase, open func(sampleCase, t
 	for i := range out {
 		out[i] = &series{samples: make([]time.Duration, 0, n)}
 	}
-	for turn := run; ; turn++ {
+	rng := rand.New(rand.NewPCG(2, uint64(run)))
+	for {
 		busy := false
-		for j := range cases {
-			i := (j + turn) % len(cases)
+		for _, i := range rng.Perm(len(cases)) {
 			s := out[i]
 			if len(s.samples) >= n || s.capped {
 				continue

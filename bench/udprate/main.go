@@ -31,6 +31,7 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -323,6 +324,7 @@ func main() {
 	flag.IntVar(&cfg.batch, "batch", dgram.DefaultBatch, "datagrams per system call (and per WriteBatch/ReadBatch call)")
 	flag.IntVar(&cfg.buffer, "buffer", 4<<20, "socket buffer size requested on both sides, bytes")
 	flag.IntVar(&rounds, "rounds", 3, "rounds of all modes; the median is printed")
+	only := flag.String("modes", "", "comma-separated modes to run (default all); single always runs as the baseline")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	cfg.limit = time.Duration(seconds * float64(time.Second))
@@ -359,6 +361,15 @@ func main() {
 		{"bearer-mmsg", func(c config) (result, error) { return runBearer(c, false, false) }},
 		{"bearer", func(c config) (result, error) { return runBearer(c, false, true) }},
 		{"bearer-vec", func(c config) (result, error) { return runBearer(c, true, true) }},
+	}
+	if *only != "" {
+		keep := modes[:1]
+		for _, m := range modes[1:] {
+			if strings.Contains(","+*only+",", ","+m.name+",") {
+				keep = append(keep, m)
+			}
+		}
+		modes = keep
 	}
 	// Rounds interleave the modes, so that a burst of load from elsewhere on
 	// the machine does not fall on one mode only; the median round counts.
