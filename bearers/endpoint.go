@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Endpoint is a bearer address: scheme://host:port with an optional path, for
@@ -20,6 +21,9 @@ type Endpoint struct {
 // ParseEndpoint parses "scheme://host:port[/path]". The port is required
 // (0 is allowed, meaning "pick one" for Listen).
 func ParseEndpoint(s string) (Endpoint, error) {
+	if !strings.Contains(s, "://") {
+		return Endpoint{}, fmt.Errorf("%w %q: want scheme://host:port, like tcp://127.0.0.1:9500", ErrBadEndpoint, s)
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("%w %q: %v", ErrBadEndpoint, s, err)
@@ -30,7 +34,8 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	if err := ValidateScheme(u.Scheme); err != nil {
 		return Endpoint{}, fmt.Errorf("%w %q: %v", ErrBadEndpoint, s, err)
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	// url.Parse drops an empty query ("x?") and an empty fragment ("x#").
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
 		return Endpoint{}, fmt.Errorf("%w %q: user info, query and fragment are not allowed", ErrBadEndpoint, s)
 	}
 	host, portStr, err := net.SplitHostPort(u.Host)
@@ -63,12 +68,15 @@ func MustParseEndpoint(s string) Endpoint {
 // HostPort returns "host:port" with IPv6 literals bracketed, as net.Dial wants.
 func (e Endpoint) HostPort() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
 
-// String formats the endpoint as a URL.
+// String formats the endpoint as a URL that ParseEndpoint parses back to e:
+// a "%" in the host (an IPv6 zone, as in [fe80::1%25eth0]) and the path are
+// escaped again.
 func (e Endpoint) String() string {
 	if e.Scheme == "" {
 		return ""
 	}
-	return e.Scheme + "://" + e.HostPort() + e.Path
+	host := strings.ReplaceAll(e.Host, "%", "%25")
+	return e.Scheme + "://" + net.JoinHostPort(host, strconv.Itoa(e.Port)) + (&url.URL{Path: e.Path}).EscapedPath()
 }
 
 // IsZero reports whether e is the zero Endpoint.

@@ -51,10 +51,10 @@ func (c *clientConn) info() ClientInfo {
 }
 
 // goAway tells the peer why the connection ends and closes it. Idempotent.
-func (c *clientConn) goAway(reason string) {
+func (c *clientConn) goAway(code wire.CloseCode, reason string) {
 	c.closeOnce.Do(func() {
 		c.bc.SetWriteDeadline(time.Now().Add(time.Second))
-		c.wc.WriteMessage(&wire.Close{Code: wire.CloseGoingAway, Reason: reason})
+		c.wc.WriteMessage(&wire.Close{Code: code, Reason: reason})
 		c.wc.Close()
 	})
 }
@@ -144,7 +144,7 @@ func (c *clientConn) register() error {
 	s.mu.Unlock()
 	if old != nil {
 		// The same client id registered again: the newer connection wins.
-		old.goAway("replaced by a newer connection of the same client")
+		old.goAway(wire.CloseReplaced, "replaced by a newer connection of the same client")
 	}
 	c.log = c.log.With("client_id", c.clientID.String())
 	c.log.Info("client registered", "name", c.name, "auth", auth)
@@ -192,7 +192,7 @@ func (c *clientConn) serve() {
 			switch {
 			case isTimeout(err):
 				c.log.Info("client silent; dropping the connection", "after", idle)
-				c.goAway(fmt.Sprintf("no traffic for %s", idle))
+				c.goAway(wire.ClosePingTimeout, fmt.Sprintf("no traffic for %s", idle))
 			case errors.Is(err, net.ErrClosed):
 			default:
 				c.log.Info("client connection ended", "error", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/bearerkit/connect/config"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/pluginhost"
+	"github.com/bearerkit/connect/wire"
 )
 
 // DefaultPingInterval is the keepalive interval the server announces in
@@ -76,9 +77,8 @@ type Server struct {
 }
 
 type adapter struct {
-	cfg  config.Adapter
-	sup  *pluginhost.Supervisor
-	caps bearers.Capabilities // known once a plugin has described itself
+	cfg config.Adapter
+	sup *pluginhost.Supervisor
 
 	accepted atomic.Uint64
 }
@@ -222,7 +222,7 @@ func (s *Server) Close() error {
 		s.cancel()
 	}
 	for _, c := range conns {
-		c.goAway("server shutting down")
+		c.goAway(wire.CloseGoingAway, "server shutting down")
 	}
 	if srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

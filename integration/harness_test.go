@@ -104,7 +104,6 @@ type server struct {
 	logs     *syncBuffer
 	http     string
 	stateDir string
-	ports    map[string]int // adapter name -> port
 	done     chan struct{}
 }
 

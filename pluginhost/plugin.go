@@ -77,7 +77,12 @@ type Plugin struct {
 	exited chan struct{}
 
 	closeOnce sync.Once
+	killOnce  sync.Once
 }
+
+// kill stops the process once: gracefully (go-plugin's Shutdown call), then
+// by force. Close and the death watcher both call it.
+func (p *Plugin) kill() { p.killOnce.Do(p.client.Kill) }
 
 // ErrPluginExited is returned by calls on a plugin whose process is gone.
 var ErrPluginExited = errors.New("pluginhost: plugin process exited")
@@ -165,7 +170,7 @@ func (p *Plugin) watch() {
 	if err := p.recv.Err(); err != nil && !errors.Is(err, handoff.ErrClosed) {
 		p.opts.Logger.Error("bearer plugin broke the handoff protocol; killing it", "plugin", p.opts.Name, "pid", p.pid, "error", err)
 	}
-	p.client.Kill()
+	p.kill()
 	close(p.exited)
 }
 
@@ -183,7 +188,7 @@ func (p *Plugin) Exited() <-chan struct{} { return p.exited }
 // Idempotent.
 func (p *Plugin) Close() error {
 	p.closeOnce.Do(func() {
-		p.client.Kill()
+		p.kill()
 		p.recv.Close()
 	})
 	<-p.exited

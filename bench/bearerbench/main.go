@@ -42,8 +42,8 @@ type config struct {
 	rtts       int           // measured round trips per path, all runs together
 	warmup     int           // unmeasured round trips per connection
 	conns      int           // measured connection setups per path, all runs together
-	runs       int           // rounds; cases are interleaved within each round
-	limit      time.Duration // cap on any one measurement
+	runs       int           // latency and setup rounds, on fresh connections each
+	limit      time.Duration // cap on a transfer, and on a path's series per run
 	size       int           // round-trip message size
 	sections   map[string]bool
 	verbose    bool
@@ -151,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer env.close()
 
 	start := time.Now()
-	printHeader(stdout, cfg)
+	printHeader(stdout)
 	res, err := measure(ctx, cfg, env, stderr)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -168,7 +168,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // transferSize is the size of one throughput transfer.
 func (c config) transferSize() int64 { return max(1, c.bytes/int64(c.transfers)) }
 
-func printHeader(w io.Writer, cfg config) {
+func printHeader(w io.Writer) {
 	kernel := "?"
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
