@@ -68,16 +68,20 @@ func MustParseEndpoint(s string) Endpoint {
 // HostPort returns "host:port" with IPv6 literals bracketed, as net.Dial wants.
 func (e Endpoint) HostPort() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
 
-// String formats the endpoint as a URL that ParseEndpoint parses back to e:
-// a "%" in the host (an IPv6 zone, as in [fe80::1%25eth0]) and the path are
-// escaped again.
+// String formats the endpoint as a URL that ParseEndpoint parses back to e.
+// What ParseEndpoint unescaped is escaped again: the path, and in the host
+// "%" and " ", which only an IPv6 zone can hold (written [fe80::1%25eth0]).
+// url.URL.String is not used for the host: it escapes non-ASCII bytes, which
+// url.Parse then refuses in a zone.
 func (e Endpoint) String() string {
 	if e.Scheme == "" {
 		return ""
 	}
-	host := strings.ReplaceAll(e.Host, "%", "%25")
+	host := hostEscaper.Replace(e.Host)
 	return e.Scheme + "://" + net.JoinHostPort(host, strconv.Itoa(e.Port)) + (&url.URL{Path: e.Path}).EscapedPath()
 }
+
+var hostEscaper = strings.NewReplacer("%", "%25", " ", "%20")
 
 // IsZero reports whether e is the zero Endpoint.
 func (e Endpoint) IsZero() bool { return e == Endpoint{} }

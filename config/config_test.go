@@ -122,7 +122,7 @@ func TestExample(t *testing.T) {
 		{Name: "tcp", Type: "connect.bearer.tcp", Address: ep("tcp://127.0.0.1:9500"), Attributes: bearers.Attributes{"nodelay": "true"}, Line: lineOf("tcp")},
 		{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: lineOf("udp")},
 		{Name: "ssl", Type: "connect.bearer.ssl", Address: ep("ssl://127.0.0.1:9501"), Attributes: bearers.Attributes{}, Line: lineOf("ssl")},
-		{Name: "ws", Type: "example.bearer.ws", Plugin: filepath.Join(dir, "bin", "connect-bearer-ws"),
+		{Name: "ws", Type: "example.bearer.ws", Plugin: filepath.Join(dir, "..", "..", "bin", "connect-bearer-ws"),
 			Address: ep("ws://127.0.0.1:9600/connect"), Attributes: bearers.Attributes{}, Line: lineOf("ws")},
 	}
 	if !reflect.DeepEqual(s.Adapters, wantAdapters) {

@@ -74,12 +74,12 @@ func TestClientCertificateAuthenticates(t *testing.T) {
 	s.waitLog(`auth="certificate CN=alice"`)
 
 	// No certificate: the TLS handshake refuses the client; the error says so.
-	r = runClient(t, "--state-dir", t.TempDir(), "--server", ep, "--ca", ca, "--timeout", "3s", "--registration-timeout", "1s", "ping")
+	r = runClient(t, "--state-dir", t.TempDir(), "--server", ep, "--ca", ca, "--timeout", "20s", "--registration-timeout", "5s", "ping")
 	if r.code != 1 || !strings.Contains(strings.ToLower(r.stderr), "certificate") {
 		t.Fatalf("no client certificate: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// Not trusting the server: the error says how to fix it.
-	r = runClient(t, "--state-dir", t.TempDir(), "--server", ep, "--cert", cliCert, "--key", cliKey, "--timeout", "3s", "--registration-timeout", "1s", "ping")
+	r = runClient(t, "--state-dir", t.TempDir(), "--server", ep, "--cert", cliCert, "--key", cliKey, "--timeout", "20s", "--registration-timeout", "5s", "ping")
 	if r.code != 1 || !strings.Contains(r.stderr, "--ca") {
 		t.Fatalf("untrusted server: exit %d, stderr %q", r.code, r.stderr)
 	}

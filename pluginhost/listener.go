@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bearerkit/connect/bearers"
 	"github.com/bearerkit/connect/bearers/bearerplugin/bearerpb"
@@ -25,6 +26,7 @@ type streamListener struct {
 	done   chan struct{}
 
 	closeOnce sync.Once
+	closing   atomic.Bool // set before the plugin is told to close
 	mu        sync.Mutex
 	err       error // why run ended
 }
@@ -46,7 +48,7 @@ func (l *streamListener) run() {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
-			if l.ctx.Err() != nil {
+			if l.closing.Load() || l.ctx.Err() != nil {
 				err = net.ErrClosed
 			}
 			l.stop(fmt.Errorf("accept on %s via plugin %s: %w", l.ep, l.p.opts.Name, grpcMessage(err)))
@@ -100,6 +102,7 @@ func (l *streamListener) Endpoint() bearers.Endpoint { return l.ep }
 // ends the Accept stream. Idempotent.
 func (l *streamListener) Close() error {
 	l.closeOnce.Do(func() {
+		l.closing.Store(true)
 		if l.p.alive() == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), l.p.opts.ControlTimeout)
 			l.p.rpc.CloseListener(ctx, &bearerpb.CloseListenerRequest{ListenerId: l.id})
