@@ -5,7 +5,7 @@ GO        ?= go
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 BIN       := bin
 FUZZTIME  ?= 60s
-SHORTFUZZ ?= 10s
+SHORTFUZZ ?= 8s
 PKGS      := ./...
 
 # Every fuzz target, as package:target.
@@ -13,7 +13,9 @@ FUZZ_TARGETS := \
 	./wire:FuzzDecodeFrame \
 	./wire:FuzzDecodeMessage \
 	./wire:FuzzStreamConn \
-	./config:FuzzParse
+	./config:FuzzParse \
+	./bearers:FuzzParseEndpoint \
+	./bearers/dgram:FuzzGROSegment
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 

@@ -100,3 +100,21 @@ func (e Endpoint) WithAddr(a net.Addr) Endpoint {
 	e.Host, e.Port = host, p
 	return e
 }
+
+// CheckEndpoint is what a host-and-port bearer (no path) checks before
+// Listen or Dial: the scheme is the bearer's and the endpoint has no path.
+// op ("listen" or "dial") and the bearer type go into the error, which wraps
+// ErrBadEndpoint.
+func (i Info) CheckEndpoint(op string, ep Endpoint) error {
+	switch {
+	case ep.Scheme != i.Scheme:
+		return fmt.Errorf("%s: %s %s: %w: scheme %q, this bearer serves %q", i.Type, op, ep, ErrBadEndpoint, ep.Scheme, i.Scheme)
+	case ep.Host == "":
+		return fmt.Errorf("%s: %s %s: %w: empty host", i.Type, op, ep, ErrBadEndpoint)
+	case ep.Port < 0 || ep.Port > 65535:
+		return fmt.Errorf("%s: %s %s: %w: port %d out of range", i.Type, op, ep, ErrBadEndpoint, ep.Port)
+	case ep.Path != "":
+		return fmt.Errorf("%s: %s %s: %w: %s endpoints have no path; use %s://host:port", i.Type, op, ep, ErrBadEndpoint, i.Scheme, i.Scheme)
+	}
+	return nil
+}

@@ -100,11 +100,11 @@ const DefaultHandshakeTimeout = 10 * time.Second
 // handshaken connections not yet returned by Accept.
 const maxHandshakes = 256
 
+// Info describes the ssl bearer.
+var Info = bearers.Info{Type: Type, Scheme: Scheme, Capabilities: bearers.Reliable | bearers.Ordered | bearers.Secure}
+
 // Registration registers the ssl bearer.
-var Registration = bearers.Registration{
-	Info: bearers.Info{Type: Type, Scheme: Scheme, Capabilities: bearers.Reliable | bearers.Ordered | bearers.Secure},
-	New:  New,
-}
+var Registration = bearers.Registration{Info: Info, New: New}
 
 var knownAttributes = []string{
 	"ca", "cert", "clientAuth", "clientCA", "clientCert", "clientKey",
@@ -310,22 +310,12 @@ func (b *bearer) serverCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return &b.selfSigned.cert, nil
 }
 
-func checkEndpoint(op string, ep bearers.Endpoint) error {
-	if ep.Scheme != Scheme {
-		return fmt.Errorf("%w: %s %s: the ssl bearer serves scheme %q", bearers.ErrBadEndpoint, op, ep, Scheme)
-	}
-	if ep.Path != "" {
-		return fmt.Errorf("%w: %s %s: ssl endpoints have no path; use ssl://host:port", bearers.ErrBadEndpoint, op, ep)
-	}
-	return nil
-}
-
 // Listen binds a TCP socket on the endpoint and returns a *Listener that
 // accepts TLS connections. Without cert/key it serves the self-signed
 // certificate, adding the endpoint's host to it if needed; without a state
 // directory either, it fails.
 func (b *bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Listener, error) {
-	if err := checkEndpoint("listen", ep); err != nil {
+	if err := Info.CheckEndpoint("listen", ep); err != nil {
 		return nil, err
 	}
 	if b.configured == nil && b.stateDir == "" {
@@ -385,7 +375,7 @@ func (b *bearer) clientConfig(ep bearers.Endpoint) *tls.Config {
 // as the package documentation says. The handshake is bounded by ctx and by
 // handshakeTimeout.
 func (b *bearer) Dial(ctx context.Context, ep bearers.Endpoint) (bearers.Conn, error) {
-	if err := checkEndpoint("dial", ep); err != nil {
+	if err := Info.CheckEndpoint("dial", ep); err != nil {
 		return nil, err
 	}
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: b.handshakeTimeout}, Config: b.clientConfig(ep)}

@@ -104,24 +104,10 @@ func New(cfg bearers.Config) (bearers.Bearer, error) {
 // Info describes the bearer.
 func (b *Bearer) Info() bearers.Info { return Info }
 
-func checkEndpoint(op string, ep bearers.Endpoint) error {
-	switch {
-	case ep.Scheme != Scheme:
-		return fmt.Errorf("%s: %s %s: %w: scheme %q, want %q", Type, op, ep, bearers.ErrBadEndpoint, ep.Scheme, Scheme)
-	case ep.Host == "":
-		return fmt.Errorf("%s: %s %s: %w: empty host", Type, op, ep, bearers.ErrBadEndpoint)
-	case ep.Port < 0 || ep.Port > 65535:
-		return fmt.Errorf("%s: %s %s: %w: port %d out of range", Type, op, ep, bearers.ErrBadEndpoint, ep.Port)
-	case ep.Path != "":
-		return fmt.Errorf("%s: %s %s: %w: tcp endpoints have no path", Type, op, ep, bearers.ErrBadEndpoint)
-	}
-	return nil
-}
-
 // Listen binds ep and listens. Cancelling ctx abandons a Listen in progress
 // (for example a slow name lookup).
 func (b *Bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Listener, error) {
-	if err := checkEndpoint("listen", ep); err != nil {
+	if err := Info.CheckEndpoint("listen", ep); err != nil {
 		return nil, err
 	}
 	lc := net.ListenConfig{KeepAlive: b.keepalive}
@@ -145,7 +131,7 @@ func (b *Bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Liste
 
 // Dial connects to ep.
 func (b *Bearer) Dial(ctx context.Context, ep bearers.Endpoint) (bearers.Conn, error) {
-	if err := checkEndpoint("dial", ep); err != nil {
+	if err := Info.CheckEndpoint("dial", ep); err != nil {
 		return nil, err
 	}
 	if ep.Port == 0 {

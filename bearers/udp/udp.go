@@ -123,20 +123,6 @@ func parseSize(s string) (int, error) {
 // Info describes the bearer.
 func (b *Bearer) Info() bearers.Info { return Info }
 
-func checkEndpoint(op string, ep bearers.Endpoint) error {
-	switch {
-	case ep.Scheme != Scheme:
-		return fmt.Errorf("%s: %s %s: %w: scheme %q, want %q", Type, op, ep, bearers.ErrBadEndpoint, ep.Scheme, Scheme)
-	case ep.Host == "":
-		return fmt.Errorf("%s: %s %s: %w: empty host", Type, op, ep, bearers.ErrBadEndpoint)
-	case ep.Port < 0 || ep.Port > 65535:
-		return fmt.Errorf("%s: %s %s: %w: port %d out of range", Type, op, ep, bearers.ErrBadEndpoint, ep.Port)
-	case ep.Path != "":
-		return fmt.Errorf("%s: %s %s: %w: udp endpoints have no path", Type, op, ep, bearers.ErrBadEndpoint)
-	}
-	return nil
-}
-
 func (b *Bearer) setBuffers(c *net.UDPConn) {
 	// Best effort: the kernel caps the sizes at net.core.[rw]mem_max.
 	_ = c.SetReadBuffer(b.readBuffer)
@@ -158,7 +144,7 @@ func (b *Bearer) Listen(ctx context.Context, ep bearers.Endpoint) (bearers.Liste
 // plugin can hand it to the host, which serves it with the same dgram
 // engine (configured from the same attributes, see dgram.ParseAttributes).
 func (b *Bearer) BindPacket(ctx context.Context, ep bearers.Endpoint) (*net.UDPConn, error) {
-	if err := checkEndpoint("listen", ep); err != nil {
+	if err := Info.CheckEndpoint("listen", ep); err != nil {
 		return nil, err
 	}
 	var lc net.ListenConfig
@@ -189,7 +175,7 @@ func (c *Conn) NetConn() net.Conn { return c.uc }
 // Write, so Dial succeeds even if nothing listens there; the first Read after
 // a Write then fails with the kernel's "connection refused".
 func (b *Bearer) Dial(ctx context.Context, ep bearers.Endpoint) (bearers.Conn, error) {
-	if err := checkEndpoint("dial", ep); err != nil {
+	if err := Info.CheckEndpoint("dial", ep); err != nil {
 		return nil, err
 	}
 	if ep.Port == 0 {
