@@ -381,3 +381,33 @@ func execServer(t *testing.T, args ...string) result {
 	}
 	return r
 }
+
+func TestPluginsDoNotOutliveAKilledServer(t *testing.T) {
+	s, _ := fourBearers(t, "")
+	kids := children(t, s.cmd.Process.Pid)
+	if len(kids) < 4 {
+		t.Fatalf("want 4 plugin children, got %v", kids)
+	}
+	s.cmd.Process.Kill() // SIGKILL: no chance to stop its plugins
+	<-s.done
+	deadline := time.Now().Add(20 * time.Second)
+	for pid, cmd := range kids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin %d (%s) still running after its server was killed", pid, cmd)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// alive reports whether pid is a running process (a zombie, dead but not yet
+// reaped by whoever inherited it, counts as gone).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}

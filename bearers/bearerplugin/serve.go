@@ -40,6 +40,13 @@ func Serve(reg bearers.Registration) {
 		logger.Error("cannot open the handoff socket", "error", err)
 		os.Exit(2)
 	}
+	// A plugin must not outlive its host: when the host's end of the handoff
+	// socket closes (the host exited, even by SIGKILL), exit.
+	go func() {
+		sender.WaitPeerGone()
+		logger.Info("host is gone; exiting")
+		os.Exit(0)
+	}()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: &GRPCPlugin{Impl: NewServer(reg, sender, logger)}},

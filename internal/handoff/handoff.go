@@ -100,6 +100,19 @@ func (s *Sender) SendConn(id uint64, c syscall.Conn) error {
 // Close closes the plugin end.
 func (s *Sender) Close() error { return s.c.Close() }
 
+// WaitPeerGone blocks until the host's end of the socket is closed (the host
+// process exited, even by SIGKILL) or the socket fails. The host never sends
+// anything on the socket, so any read result means it is gone.
+func (s *Sender) WaitPeerGone() {
+	var b [1]byte
+	for {
+		n, _, _, _, err := s.c.ReadMsgUnix(b[:], nil)
+		if err != nil || n == 0 {
+			return
+		}
+	}
+}
+
 // Receiver is the host side: it reads descriptors as they arrive and lets
 // callers claim them by id. Create it with NewReceiver and stop it with Close.
 type Receiver struct {
