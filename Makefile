@@ -15,7 +15,9 @@ FUZZ_TARGETS := \
 	./wire:FuzzStreamConn \
 	./config:FuzzParse \
 	./bearers:FuzzParseEndpoint \
-	./bearers/dgram:FuzzGROSegment
+	./bearers/dgram:FuzzGROSegment \
+	./internal/xmlpos:FuzzRead \
+	./services/servicefile:FuzzParse
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/beevik/etree"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/internal/xmlpos"
 )
 
 // Element and attribute names of the schema, in the order the documentation
@@ -37,8 +37,7 @@ type parser struct {
 	file     string
 	dir      string // directory relative paths are resolved against
 	data     []byte
-	pos      *positions
-	index    map[*etree.Element]int // element -> index into pos.tags
+	doc      *xmlpos.Doc // the document with its elements' lines
 	problems Problems
 	// readToken reads a token file; tests replace it to keep fuzzed
 	// documents away from the real file system.
@@ -52,7 +51,6 @@ type node struct {
 	path  string            // e.g. "connectionAdapter[2]" or "authentication/token[1]"
 	line  int               // line of its start tag
 	attrs map[string]string // known attributes present (first occurrence)
-	spans map[string][]int  // raw attribute name -> offsets of its occurrences
 }
 
 func newParser(file string, data []byte) *parser {
@@ -75,7 +73,7 @@ func (p *parser) add(line int, format string, args ...any) {
 func (p *parser) run() (*Server, error) {
 	s := p.parse()
 	if len(p.problems) > 0 {
-		p.problems.sortByLine()
+		p.problems.Sort()
 		return nil, p.problems
 	}
 	return s, nil
@@ -89,80 +87,24 @@ func (p *parser) parse() *Server {
 		p.add(1, "file is larger than %d bytes; this is not a server configuration", MaxFileSize)
 		return nil
 	}
-	// A UTF-8 byte order mark is allowed; it is on line 1, so dropping it
-	// moves no line.
-	p.data = bytes.TrimPrefix(p.data, []byte("\uFEFF"))
-	p.pos = newPositions(p.data)
-	res := p.pos.scan(p.file)
-	if res.fatal != nil {
-		p.problems = append(p.problems, *res.fatal)
-		return nil
-	}
-	p.problems = append(p.problems, res.problems...)
-	if !res.root {
-		p.add(1, "no <%s> element: the file has no elements", rootTag)
-		return nil
-	}
-
-	doc := etree.NewDocument()
-	doc.ReadSettings = etree.ReadSettings{PreserveDuplicateAttrs: true, CharsetReader: charsetReader}
-	if err := doc.ReadFromBytes(p.data); err != nil {
-		// The tokenizer pass accepted the document, so this should not
-		// happen; report it rather than trust a partial tree.
-		p.add(1, "XML: %v", err)
-		return nil
-	}
-	p.index = map[*etree.Element]int{}
-	n := 0
-	var walk func(e *etree.Element)
-	walk = func(e *etree.Element) {
-		p.index[e] = n
-		n++
-		for _, c := range e.ChildElements() {
-			walk(c)
-		}
-	}
-	for _, e := range doc.ChildElements() {
-		walk(e)
-	}
-	if n != len(p.pos.tags) {
-		// Both parsers read the same start elements, so this should not
-		// happen; lines would be wrong, so drop them (every problem is then
-		// reported at line 1) rather than report misleading ones.
-		p.pos.tags = nil
-	}
-
-	root := doc.Root()
+	p.doc = xmlpos.Read(p.file, p.data, xmlpos.Options{Root: rootTag, What: "a configuration", MaxDepth: maxDepth})
+	p.problems = append(p.problems, p.doc.Problems()...)
+	root := p.doc.Root()
 	if root == nil {
-		p.add(1, "no <%s> element", rootTag)
 		return nil
 	}
-	rn := p.node(root, rootTag)
-	if fullTag(root) != rootTag {
-		p.add(rn.line, "root element is <%s>, want <%s>", fullTag(root), rootTag)
-		return nil
-	}
-	return p.server(rn)
+	return p.server(p.node(root.El, rootTag))
 }
 
 // node prepares an element for validation.
 func (p *parser) node(e *etree.Element, path string) *node {
-	n := &node{el: e, path: path, line: 1}
-	if i, ok := p.index[e]; ok && i < len(p.pos.tags) {
-		span := p.pos.tags[i]
-		n.line = p.pos.line(span.start)
-		n.spans = p.pos.attrOffsets(span)
-	}
-	return n
+	return &node{el: e, path: path, line: p.doc.Line(e)}
 }
 
 // attrLine is the line of the k-th occurrence (from 0) of a raw attribute
 // name in n's start tag, or n's line when it cannot be found.
 func (p *parser) attrLine(n *node, raw string, k int) int {
-	if offs := n.spans[raw]; k < len(offs) {
-		return p.pos.line(offs[k])
-	}
-	return n.line
+	return p.doc.AttrLine(n.el, raw, k)
 }
 
 // attrs records n's known attributes and reports unknown and repeated ones.

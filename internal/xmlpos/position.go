@@ -1,4 +1,4 @@
-package config
+package xmlpos
 
 import (
 	"bytes"
@@ -10,11 +10,6 @@ import (
 	"strings"
 )
 
-// maxDepth bounds element nesting. A server configuration is three levels
-// deep; anything much deeper is a mistake, and the bound keeps hostile input
-// from costing stack or memory.
-const maxDepth = 32
-
 // tagSpan is the byte range of one start tag, from its "<" to just after its
 // ">" (or "/>").
 type tagSpan struct {
@@ -24,10 +19,6 @@ type tagSpan struct {
 
 // positions knows where things are in the raw bytes of a document: the line
 // of every byte offset, and the span of every start tag in document order.
-// etree does not record positions, so a separate encoding/xml pass over the
-// same bytes collects them; the etree elements are then matched to the spans
-// by their document order, which both parsers agree on because both read the
-// same start elements from the same encoding/xml tokenizer.
 type positions struct {
 	data     []byte
 	newlines []int // offsets of every '\n', ascending
@@ -52,8 +43,8 @@ func (p *positions) line(off int) int {
 
 // scanResult is what the position pass learned beyond the tag spans.
 type scanResult struct {
-	// fatal is set when the document is not well-formed XML; nothing else
-	// can be trusted then.
+	// fatal is set when the document is not well-formed XML or is nested
+	// too deep; nothing else can be trusted then.
 	fatal *Problem
 	// problems are structural problems found while scanning a well-formed
 	// document (a second root element, text outside the root).
@@ -65,11 +56,11 @@ type scanResult struct {
 // scan tokenizes the document with encoding/xml, recording every start tag's
 // span. It stops at the first syntax error, which it reports at the line the
 // tokenizer was on.
-func (p *positions) scan(file string) scanResult {
+func (p *positions) scan(file string, opt Options) scanResult {
 	var res scanResult
 	dec := xml.NewDecoder(bytes.NewReader(p.data))
 	dec.Strict = true
-	dec.CharsetReader = charsetReader
+	dec.CharsetReader = CharsetReader
 	depth := 0
 	textReported := false
 	for {
@@ -88,24 +79,24 @@ func (p *positions) scan(file string) scanResult {
 			if depth == 0 {
 				if res.root {
 					res.problems = append(res.problems, Problem{File: file, Line: p.line(off),
-						Msg: fmt.Sprintf("second root element <%s>; a configuration has one <%s> element", t.Name.Local, rootTag)})
+						Msg: fmt.Sprintf("second root element <%s>; %s has one <%s> element", t.Name.Local, opt.What, opt.Root)})
 				}
 				res.root = true
 			}
 			depth++
-			if depth > maxDepth {
+			if depth > opt.MaxDepth {
 				res.fatal = &Problem{File: file, Line: p.line(off),
-					Msg: fmt.Sprintf("elements nested more than %d deep", maxDepth)}
+					Msg: fmt.Sprintf("elements nested more than %d deep", opt.MaxDepth)}
 				return res
 			}
 		case xml.EndElement:
 			depth--
 		case xml.CharData:
 			if depth == 0 && !textReported {
-				if i := bytes.IndexFunc(t, func(r rune) bool { return !isXMLSpace(r) }); i >= 0 {
+				if i := bytes.IndexFunc(t, func(r rune) bool { return !IsSpace(r) }); i >= 0 {
 					textReported = true
 					res.problems = append(res.problems, Problem{File: file, Line: p.line(off + i),
-						Msg: fmt.Sprintf("text %s outside the <%s> element", quoteShort(string(t[i:])), rootTag)})
+						Msg: OneLine(fmt.Sprintf("text %s outside the <%s> element", Quote(string(t[i:])), opt.Root))})
 				}
 			}
 		}
@@ -121,18 +112,18 @@ func (p *positions) syntaxProblem(file string, dec *xml.Decoder, err error) *Pro
 		if line < 1 {
 			line = 1
 		}
-		return &Problem{File: file, Line: line, Msg: oneLine("XML syntax error: " + se.Msg)}
+		return &Problem{File: file, Line: line, Msg: OneLine("XML syntax error: " + se.Msg)}
 	}
 	off := int(dec.InputOffset())
 	if off > len(p.data) {
 		off = len(p.data)
 	}
-	return &Problem{File: file, Line: p.line(off), Msg: oneLine(strings.TrimPrefix(err.Error(), "xml: "))}
+	return &Problem{File: file, Line: p.line(off), Msg: OneLine(strings.TrimPrefix(err.Error(), "xml: "))}
 }
 
-// charsetReader accepts only encodings that are UTF-8 already. encoding/xml
+// CharsetReader accepts only encodings that are UTF-8 already. encoding/xml
 // handles a declared "UTF-8" itself and asks for anything else.
-func charsetReader(charset string, input io.Reader) (io.Reader, error) {
+func CharsetReader(charset string, input io.Reader) (io.Reader, error) {
 	switch strings.ToLower(charset) {
 	case "utf-8", "utf8", "us-ascii", "ascii":
 		return input, nil
@@ -151,29 +142,29 @@ func (p *positions) attrOffsets(span tagSpan) map[string][]int {
 	b := p.data[span.start:span.end]
 	out := map[string][]int{}
 	i := 1 // skip '<'
-	for i < len(b) && !isXMLSpaceByte(b[i]) && b[i] != '/' && b[i] != '>' {
+	for i < len(b) && !isSpaceByte(b[i]) && b[i] != '/' && b[i] != '>' {
 		i++
 	}
 	for {
-		for i < len(b) && isXMLSpaceByte(b[i]) {
+		for i < len(b) && isSpaceByte(b[i]) {
 			i++
 		}
 		if i >= len(b) || b[i] == '/' || b[i] == '>' {
 			return out
 		}
 		nameStart := i
-		for i < len(b) && !isXMLSpaceByte(b[i]) && b[i] != '=' {
+		for i < len(b) && !isSpaceByte(b[i]) && b[i] != '=' {
 			i++
 		}
 		name := string(b[nameStart:i])
-		for i < len(b) && isXMLSpaceByte(b[i]) {
+		for i < len(b) && isSpaceByte(b[i]) {
 			i++
 		}
 		if i >= len(b) || b[i] != '=' {
 			return out
 		}
 		i++
-		for i < len(b) && isXMLSpaceByte(b[i]) {
+		for i < len(b) && isSpaceByte(b[i]) {
 			i++
 		}
 		if i >= len(b) || (b[i] != '"' && b[i] != '\'') {
@@ -188,23 +179,4 @@ func (p *positions) attrOffsets(span tagSpan) map[string][]int {
 		i += j + 1
 		out[name] = append(out[name], span.start+nameStart)
 	}
-}
-
-func isXMLSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' }
-
-func isXMLSpaceByte(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\n' }
-
-// quoteShort quotes s for a message, shortened to a readable length.
-func quoteShort(s string) string {
-	s = strings.TrimSpace(s)
-	const max = 40
-	n := 0
-	for i := range s {
-		if n == max {
-			s = s[:i] + "..."
-			break
-		}
-		n++
-	}
-	return fmt.Sprintf("%q", s)
 }
