@@ -17,7 +17,9 @@ FUZZ_TARGETS := \
 	./bearers:FuzzParseEndpoint \
 	./bearers/dgram:FuzzGROSegment \
 	./internal/xmlpos:FuzzRead \
-	./services/servicefile:FuzzParse
+	./services/servicefile:FuzzParse \
+	./services:FuzzDecodeValue \
+	./services:FuzzUnmarshalJSON
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 
