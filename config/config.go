@@ -71,6 +71,24 @@ type Server struct {
 	// Adapters are the connection adapters (bearers listening on
 	// endpoints), in file order.
 	Adapters []Adapter
+	// Services are the services the server hosts, in file order.
+	Services []Service
+}
+
+// Service is a <service> element: a service the server hosts, either built
+// into connectserver or run from its plugin executable.
+type Service struct {
+	// Name is the service's name; the plugin must describe itself as it.
+	Name string
+	// Builtin names a service built into connectserver ("" for a plugin).
+	Builtin string
+	// Plugin is the service plugin executable (absolute), "" for a built-in.
+	Plugin string
+	// File is the service file (absolute) the plugin is expected to serve,
+	// if the configuration names one; check validates it.
+	File string
+	// Line is the element's line in the configuration file.
+	Line int
 }
 
 // Log is the logging setup.

@@ -255,11 +255,11 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address" is required`,
 			`c.xml:3: connectionAdapter[1] attribute "adress" unknown (known: name, type, plugin, address)`}},
 		{"unknown element", "<connectserver>\n<htp address=\"off\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter)`}},
+			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`}},
 		{"child of a leaf", "<connectserver>\n<http address=\"off\">\n<port/>\n</http>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: http element <port> unknown (http has no child elements)`}},
 		{"prefixed element and attribute", "<connectserver xmlns:x=\"urn:x\">\n<x:http address=\"off\"/>\n<log x:level=\"info\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter)`,
+			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`,
 			`c.xml:3: log attribute "x:level" unknown (known: level, format)`}},
 		{"attribute on authentication", "<connectserver>\n<authentication mode=\"x\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: authentication attribute "mode" unknown (authentication has no attributes)`}},
@@ -389,7 +389,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`connectserver.xml:8: connectionAdapter[3] attribute "adress" unknown (known: name, type, plugin, address)`,
 		`connectserver.xml:8: connectionAdapter[3] attribute "address" is required`,
 		`connectserver.xml:8: connectionAdapter[3]: type example.bearer.ws is not a stock bearer (stock: connect.bearer.ssl, connect.bearer.tcp, connect.bearer.udp); name its executable with plugin="..."`,
-		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter)`,
+		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`,
 	}
 	_, err := Parse("connectserver.xml", []byte(doc))
 	got := problemLines(t, err)
@@ -555,5 +555,42 @@ func TestProblemString(t *testing.T) {
 	ps := Problems{{File: "a", Line: 1, Msg: "x"}, {File: "a", Line: 2, Msg: "y"}}
 	if got := ps.Error(); got != "a:1: x\na:2: y" {
 		t.Errorf("Error() = %q", got)
+	}
+}
+
+func TestServices(t *testing.T) {
+	s, err := Parse("/etc/connect/c.xml", []byte(`<connectserver>
+  <connectionAdapter type="connect.bearer.tcp" address="tcp://127.0.0.1:9500"/>
+  <service name="Demo" builtin="demo"/>
+  <service name="media.Player" plugin="bin/player" file="services/player.xml"/>
+</connectserver>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Service{
+		{Name: "Demo", Builtin: "demo", Line: 3},
+		{Name: "media.Player", Plugin: "/etc/connect/bin/player", File: "/etc/connect/services/player.xml", Line: 4},
+	}
+	if !reflect.DeepEqual(s.Services, want) {
+		t.Fatalf("Services = %+v, want %+v", s.Services, want)
+	}
+	_, err = Parse("c.xml", []byte(`<connectserver>
+  <connectionAdapter type="connect.bearer.tcp" address="tcp://127.0.0.1:9500"/>
+  <service name="Demo" builtin="demo" plugin="x"/>
+  <service name="9lives" builtin="demo"/>
+  <service name="Echo" plugin="e"/>
+  <service name="Echo" plugin="e2"/>
+  <service builtin="demo"/>
+</connectserver>`))
+	got := err.Error()
+	for _, w := range []string{
+		`c.xml:3: service[1]: say either builtin="NAME" (a service inside connectserver) or plugin="PATH" (its executable)`,
+		`c.xml:4: service[2] attribute "name": service name "9lives": want dot-separated words`,
+		`c.xml:6: service[4]: service "Echo" is already declared at line 5`,
+		`c.xml:7: service[5]`,
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("problems lack %q:\n%s", w, got)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/bearerkit/connect/services/servicefile"
+
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +25,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -218,7 +220,8 @@ func (p *parser) server(rn *node) *Server {
 	p.attrs(rn)
 	p.noText(rn)
 	var adapters []*adapterNode
-	p.children(rn, rootChildren, []string{"connectionAdapter"}, func(tag string, n *node) {
+	services := map[string]int{} // name -> line
+	p.children(rn, rootChildren, []string{"connectionAdapter", "service"}, func(tag string, n *node) {
 		switch tag {
 		case "http":
 			p.http(n, s)
@@ -250,6 +253,10 @@ func (p *parser) server(rn *node) *Server {
 		case "connectionAdapter":
 			if a := p.adapter(n); a != nil {
 				adapters = append(adapters, a)
+			}
+		case "service":
+			if sv, ok := p.service(n, services); ok {
+				s.Services = append(s.Services, sv)
 			}
 		}
 	})
@@ -664,3 +671,50 @@ func contains(list []string, s string) bool {
 }
 
 func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
+
+// service reads <service name=".." builtin=".."/> or
+// <service name=".." plugin=".." [file=".."]/>.
+func (p *parser) service(n *node, seen map[string]int) (Service, bool) {
+	p.leaf(n, "name", "builtin", "plugin", "file")
+	sv := Service{Line: n.line}
+	if !p.require(n, "name") {
+		return sv, false
+	}
+	ok := true
+	sv.Name = n.attrs["name"]
+	if err := servicefile.ValidateServiceName(sv.Name); err != nil {
+		p.add(p.line(n, "name"), "%s attribute %q: %v", n.path, "name", err)
+		ok = false
+	} else if l, dup := seen[sv.Name]; dup {
+		p.add(p.line(n, "name"), "%s: service %q is already declared at line %d", n.path, sv.Name, l)
+		ok = false
+	} else {
+		seen[sv.Name] = n.line
+	}
+	builtin, hasBuiltin := n.attrs["builtin"]
+	plugin, hasPlugin := n.attrs["plugin"]
+	switch {
+	case hasBuiltin == hasPlugin:
+		p.add(n.line, "%s: say either builtin=\"NAME\" (a service inside connectserver) or plugin=\"PATH\" (its executable)", n.path)
+		ok = false
+	case hasBuiltin && builtin == "":
+		p.add(p.line(n, "builtin"), "%s attribute %q is empty", n.path, "builtin")
+		ok = false
+	case hasPlugin && plugin == "":
+		p.add(p.line(n, "plugin"), "%s attribute %q is empty", n.path, "plugin")
+		ok = false
+	}
+	sv.Builtin = builtin
+	if hasPlugin && plugin != "" {
+		sv.Plugin = p.resolve(plugin)
+	}
+	if f, has := n.attrs["file"]; has {
+		if f == "" {
+			p.add(p.line(n, "file"), "%s attribute %q is empty", n.path, "file")
+			ok = false
+		} else {
+			sv.File = p.resolve(f)
+		}
+	}
+	return sv, ok
+}

@@ -293,3 +293,13 @@ func validateBearer(s string) error {
 	}
 	return nil
 }
+
+// ValidateServiceName checks a service name as a service file's name
+// attribute must be, for callers that name services elsewhere (the server
+// configuration).
+func ValidateServiceName(s string) error {
+	if !validServiceName(s) {
+		return fmt.Errorf("service name %q: want dot-separated words of letters, digits, '_' and '-', each starting with a letter, at most %d characters", s, maxServiceNameLen)
+	}
+	return nil
+}
