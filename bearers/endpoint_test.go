@@ -197,3 +197,34 @@ func TestWithAddrListener(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestInfoCheckEndpoint(t *testing.T) {
+	info := bearers.Info{Type: "connect.bearer.tcp", Scheme: "tcp", Capabilities: bearers.Reliable | bearers.Ordered}
+	for _, s := range []string{"tcp://127.0.0.1:9500", "tcp://[::1]:0", "tcp://localhost:65535"} {
+		if err := info.CheckEndpoint("dial", bearers.MustParseEndpoint(s)); err != nil {
+			t.Errorf("CheckEndpoint(%s) = %v", s, err)
+		}
+	}
+	for _, tc := range []struct {
+		ep   bearers.Endpoint
+		want string
+	}{
+		{bearers.MustParseEndpoint("udp://127.0.0.1:1"), `scheme "udp", this bearer serves "tcp"`},
+		{bearers.MustParseEndpoint("tcp://127.0.0.1:1/x"), "tcp endpoints have no path; use tcp://host:port"},
+		{bearers.Endpoint{Scheme: "tcp", Port: 1}, "empty host"},
+		{bearers.Endpoint{Scheme: "tcp", Host: "h", Port: 70000}, "port 70000 out of range"},
+		{bearers.Endpoint{Scheme: "tcp", Host: "h", Port: -1}, "port -1 out of range"},
+		{bearers.Endpoint{}, `scheme "", this bearer serves "tcp"`},
+	} {
+		err := info.CheckEndpoint("listen", tc.ep)
+		if !errors.Is(err, bearers.ErrBadEndpoint) {
+			t.Errorf("CheckEndpoint(%#v) = %v; want ErrBadEndpoint", tc.ep, err)
+			continue
+		}
+		for _, w := range []string{"connect.bearer.tcp", "listen", tc.want} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("CheckEndpoint(%#v) = %q; does not say %q", tc.ep, err, w)
+			}
+		}
+	}
+}

@@ -72,8 +72,9 @@ type Config struct {
 	// 100ms and 5s). Retries go on until the context given to Dial ends,
 	// or, after the first success, until Close.
 	RetryMin, RetryMax time.Duration
-	// OnState, if set, is called on every state change, with the error
-	// that caused a fall back to Connecting. It must not block.
+	// OnState, if set, is called with Connecting when Dial starts and then
+	// on every state change, with the error that caused a fall back to
+	// Connecting. It must not block.
 	OnState func(to State, err error)
 	// Logger; default discards.
 	Logger *slog.Logger
@@ -84,6 +85,9 @@ type RejectError struct {
 	Code      wire.RejectCode
 	Message   string
 	Retryable bool
+	// RetryAfter is how long the server asked the client to wait before
+	// retrying (zero: no request).
+	RetryAfter time.Duration
 }
 
 func (e *RejectError) Error() string {
@@ -138,6 +142,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if cfg.OnState != nil {
+		cfg.OnState(Connecting, nil) // the initial state is reported too
+	}
 	l, err := c.connect(ctx)
 	if err != nil {
 		c.setState(Closed, err)
@@ -198,20 +205,32 @@ func (c *Client) connect(ctx context.Context) (*link, error) {
 			return nil, err
 		}
 		if ctx.Err() != nil || c.ctx.Err() != nil {
-			return nil, fmt.Errorf("giving up after %d attempt(s); last: %w", attempt, err)
+			return nil, giveUp(attempt, err, ctx)
 		}
 		c.setState(Connecting, err)
 		c.log.Info("connection attempt failed; retrying", "attempt", attempt, "error", err)
 		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/2+1))
 		backoff = min(2*backoff, c.cfg.RetryMax)
+		if rej != nil {
+			wait = max(wait, rej.RetryAfter) // docs/PROTOCOL.md: retry after retry_after_ms
+		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("giving up after %d attempt(s); last: %w", attempt, err)
+			return nil, giveUp(attempt, err, ctx)
 		case <-c.ctx.Done():
 			return nil, ErrClosed
 		case <-time.After(wait):
 		}
 	}
+}
+
+// giveUp is the error of a connect loop that ran out of time: it wraps the
+// last attempt's error and ctx's, so that errors.Is finds either.
+func giveUp(attempts int, last error, ctx context.Context) error {
+	if ctx.Err() == nil {
+		return fmt.Errorf("giving up after %d attempt(s); last: %w", attempts, last)
+	}
+	return fmt.Errorf("giving up after %d attempt(s) (%w); last: %w", attempts, ctx.Err(), last)
 }
 
 // start makes l the current link and runs its reader and keepalive.

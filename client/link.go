@@ -88,6 +88,9 @@ func (l *link) register(ctx context.Context, cfg Config) (*wire.Welcome, error) 
 	for {
 		m, err := l.wc.ReadMessage()
 		if err != nil {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, fmt.Errorf("registration: %w", ctx.Err())
+			}
 			if isTimeout(err) {
 				return nil, fmt.Errorf("registration timed out after %s: the server did not answer Hello", cfg.RegistrationTimeout)
 			}
@@ -104,7 +107,8 @@ func (l *link) register(ctx context.Context, cfg Config) (*wire.Welcome, error) 
 			l.bc.SetReadDeadline(time.Time{})
 			return m, nil
 		case *wire.Reject:
-			return nil, &RejectError{Code: m.Code, Message: m.Message, Retryable: m.Retryable}
+			return nil, &RejectError{Code: m.Code, Message: m.Message, Retryable: m.Retryable,
+				RetryAfter: time.Duration(m.RetryAfterMillis) * time.Millisecond}
 		case *wire.Close:
 			return nil, fmt.Errorf("registration: server closed the connection: %s", m.Reason)
 		}
@@ -118,7 +122,7 @@ func (l *link) serve(ctx context.Context) error {
 	defer stop()
 	interval := time.Duration(l.welcome.PingIntervalMillis) * time.Millisecond
 	if interval <= 0 {
-		interval = 5 * time.Second
+		interval = wire.DefaultPingIntervalMillis * time.Millisecond // docs/PROTOCOL.md, "Keepalive"
 	}
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()

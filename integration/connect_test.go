@@ -362,6 +362,17 @@ func TestConfigErrorsAreReportedWithLines(t *testing.T) {
 	if r := execServer(t, "check", "--config", example); r.code != 0 {
 		t.Fatalf("the shipped example fails its check: %s", r.stderr)
 	}
+	// Service files named by the configuration are checked too.
+	svcCfg := filepath.Join(dir, "services.xml")
+	os.WriteFile(filepath.Join(dir, "broken-service.xml"), []byte("<service name=\"Broken\" version=\"1.0\">\n  <method name=\"m\" returns=\"nosuchtype\"/>\n</service>\n"), 0o600)
+	os.WriteFile(svcCfg, []byte(`<connectserver>
+  <connectionAdapter type="connect.bearer.tcp" address="tcp://127.0.0.1:9500"/>
+  <service name="Broken" plugin="/bin/true" file="broken-service.xml"/>
+</connectserver>
+`), 0o600)
+	if r := execServer(t, "check", "--config", svcCfg); r.code != 1 || !strings.Contains(r.stderr, "broken-service.xml:2: ") {
+		t.Fatalf("service file problem not reported: exit %d\n%s", r.code, r.stderr)
+	}
 	if r := execServer(t, "--bogus-flag"); r.code != 2 {
 		t.Fatalf("bad flag: exit %d, want 2", r.code)
 	}

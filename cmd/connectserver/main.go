@@ -27,6 +27,7 @@ import (
 	"github.com/bearerkit/connect/internal/cli"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/internal/version"
+	"github.com/bearerkit/connect/services/servicefile"
 )
 
 func main() {
@@ -188,6 +189,7 @@ func check(args []string, stdout, stderr io.Writer) error {
 	if cfg != nil {
 		problems = append(problems, cfg.CheckPlugins()...)
 		problems = append(problems, checkAttributes(cfg)...)
+		problems = append(problems, checkServices(cfg)...)
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
@@ -197,6 +199,28 @@ func check(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d connection adapters)\n", *cfgFile, len(cfg.Adapters))
 	return nil
+}
+
+// checkServices loads every service file the configuration names, and
+// checks that it describes the service under the configured name.
+func checkServices(cfg *config.Server) config.Problems {
+	var out config.Problems
+	for _, sv := range cfg.Services {
+		if sv.File == "" {
+			continue
+		}
+		desc, err := servicefile.Load(sv.File)
+		var ps config.Problems
+		switch {
+		case errors.As(err, &ps):
+			out = append(out, ps...)
+		case err != nil:
+			out = append(out, config.Problem{File: cfg.File, Line: sv.Line, Msg: fmt.Sprintf("service %s: %v", sv.Name, err)})
+		case desc.Name != sv.Name:
+			out = append(out, config.Problem{File: cfg.File, Line: sv.Line, Msg: fmt.Sprintf("service %s: file %s describes service %q", sv.Name, sv.File, desc.Name)})
+		}
+	}
+	return out
 }
 
 // checkAttributes creates each stock bearer with its attributes (in a

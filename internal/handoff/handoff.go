@@ -57,8 +57,10 @@ func Pair() (host *net.UnixConn, plugin *os.File, err error) {
 
 // Sender is the plugin side. It is safe for concurrent use.
 type Sender struct {
-	mu sync.Mutex
-	c  *net.UnixConn
+	mu        sync.Mutex
+	c         *net.UnixConn
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewSender wraps the plugin end of the handoff socket.
@@ -97,8 +99,11 @@ func (s *Sender) SendConn(id uint64, c syscall.Conn) error {
 	return sendErr
 }
 
-// Close closes the plugin end.
-func (s *Sender) Close() error { return s.c.Close() }
+// Close closes the plugin end. Idempotent.
+func (s *Sender) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.c.Close() })
+	return s.closeErr
+}
 
 // WaitPeerGone blocks until the host's end of the socket is closed (the host
 // process exited, even by SIGKILL) or the socket fails. The host never sends
@@ -153,7 +158,10 @@ func (r *Receiver) loop() {
 			err = ErrClosed // EOF on seqpacket: peer closed
 		}
 		if err != nil {
-			r.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+			if !errors.Is(err, ErrClosed) {
+				err = fmt.Errorf("%w: %v", ErrClosed, err)
+			}
+			r.fail(err)
 			return
 		}
 		f, id, perr := parse(buf[:n], oob[:oobn], flags)
