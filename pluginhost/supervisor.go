@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -84,14 +83,7 @@ func (s *Supervisor) set(f func(*Status)) {
 // returns. Connection handlers are not waited for: they belong to Handle.
 func (s *Supervisor) Run(ctx context.Context) {
 	log := s.Options.Logger.With("adapter", s.Options.Name)
-	minB, maxB := s.BackoffMin, s.BackoffMax
-	if minB <= 0 {
-		minB = 100 * time.Millisecond
-	}
-	if maxB < minB {
-		maxB = max(30*time.Second, minB)
-	}
-	backoff := minB
+	backoff := newBackoff(s.BackoffMin, s.BackoffMax)
 	var readyOnce sync.Once
 	var hostListener bearers.Listener // a listener that outlives plugins
 	defer func() {
@@ -104,23 +96,20 @@ func (s *Supervisor) Run(ctx context.Context) {
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			s.set(func(st *Status) { st.State, st.Restarts = StateRestarting, st.Restarts+1 })
-			jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
-			log.Warn("restarting bearer plugin", "in", (backoff + jitter).Round(time.Millisecond))
+			delay := backoff.next()
+			log.Warn("restarting bearer plugin", "in", delay.Round(time.Millisecond))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff + jitter):
+			case <-time.After(delay):
 			}
-			backoff = min(2*backoff, maxB)
 		}
 		started := time.Now()
 		err := s.runOnce(ctx, log, &hostListener, func() { readyOnce.Do(func() { close(s.ready) }) })
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(started) > time.Minute {
-			backoff = minB
-		}
+		backoff.ran(time.Since(started))
 		s.set(func(st *Status) { st.LastError, st.PID = err.Error(), 0 })
 		log.Error("bearer adapter failed", "error", err)
 	}
