@@ -19,7 +19,9 @@ FUZZ_TARGETS := \
 	./internal/xmlpos:FuzzRead \
 	./services/servicefile:FuzzParse \
 	./services:FuzzDecodeValue \
-	./services:FuzzUnmarshalJSON
+	./services:FuzzUnmarshalJSON \
+	./resume:FuzzDecodeControl \
+	./resume:FuzzAccept
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 

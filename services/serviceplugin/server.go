@@ -163,14 +163,14 @@ func (s *Service) attach(c *conn, restore []*servicepb.DataUpdate) error {
 		return errors.New("the service is already connected to a host")
 	}
 	for _, u := range restore {
-		if err := s.data.setEncoded(u.Path, u.Value); err != nil {
+		if err := s.data.SetEncoded(u.Path, u.Value); err != nil {
 			// A value kept from an older version of the service file, say:
 			// the default stays, the service runs.
 			s.Logger.Warn("a restored runtime-data value does not fit the service file; keeping the current value",
 				"service", s.desc.Name, "path", u.Path, "error", err)
 		}
 	}
-	snap, err := s.data.encoded("")
+	snap, err := s.data.Encoded("")
 	if err != nil {
 		return fmt.Errorf("internal: the data tree does not encode: %w", err)
 	}

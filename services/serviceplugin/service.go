@@ -66,7 +66,7 @@ type Service struct {
 	initErr  error
 
 	mu   sync.Mutex // guards data and conn
-	data *dataTree
+	data *services.DataTree
 	conn *conn // the connected host, nil while none is
 }
 
@@ -122,7 +122,10 @@ func (s *Service) load() error {
 	if len(problems) > 0 {
 		return fmt.Errorf("serviceplugin: service %s: %s", desc.Name, strings.Join(problems, "; "))
 	}
-	data, err := newDataTree(desc.Data)
+	data, err := services.NewDataTree(desc.Data)
+	if data != nil {
+		data.MaxValueSize = MaxPayload
+	}
 	if err != nil {
 		return fmt.Errorf("serviceplugin: service %s: runtime data defaults: %w", desc.Name, err)
 	}
@@ -235,7 +238,7 @@ func (s *Service) Set(path string, v any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	enc, err := s.data.set(path, v)
+	enc, err := s.data.Set(path, v)
 	if err != nil {
 		return fmt.Errorf("serviceplugin: set %s: %w", pathName(path), err)
 	}
@@ -253,7 +256,7 @@ func (s *Service) Get(path string) (any, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, err := s.data.get(path)
+	v, err := s.data.Get(path)
 	if err != nil {
 		return nil, fmt.Errorf("serviceplugin: get %s: %w", pathName(path), err)
 	}

@@ -48,7 +48,7 @@ type TestHost struct {
 	closing chan struct{} // closed first thing in Close: frees a blocked onEvent
 
 	mu      sync.Mutex
-	data    *dataTree
+	data    *services.DataTree
 	changed chan struct{} // closed (and replaced) on every data update
 
 	closeOnce sync.Once
@@ -100,7 +100,7 @@ func NewTestHost(t TB, svc *Service) *TestHost {
 	if err != nil {
 		t.Fatalf("serviceplugin.NewTestHost: the described XML does not parse: %v", err)
 	}
-	h.data, err = newDataTree(h.desc.Data)
+	h.data, err = services.NewDataTree(h.desc.Data)
 	if err != nil {
 		t.Fatalf("serviceplugin.NewTestHost: %v", err)
 	}
@@ -127,7 +127,7 @@ func (h *TestHost) onEvent(e Event) {
 func (h *TestHost) onData(u DataUpdate) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.data.setEncoded(u.Path, u.Value); err != nil {
+	if err := h.data.SetEncoded(u.Path, u.Value); err != nil {
 		h.t.Errorf("serviceplugin.TestHost: data update of %s does not apply: %v", pathName(u.Path), err)
 		return
 	}
@@ -182,7 +182,7 @@ func (h *TestHost) Events() <-chan TestEvent { return h.events }
 func (h *TestHost) Data(path string) any {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	v, err := h.data.get(path)
+	v, err := h.data.Get(path)
 	if err != nil {
 		h.t.Errorf("serviceplugin.TestHost.Data: %v", err)
 		return nil
@@ -195,7 +195,7 @@ func (h *TestHost) Data(path string) any {
 func (h *TestHost) WaitData(ctx context.Context, path string, want any) error {
 	for {
 		h.mu.Lock()
-		t, v, _, err := h.data.locate(path)
+		t, v, err := h.data.Lookup(path)
 		ch := h.changed
 		eq := false
 		if err == nil {
