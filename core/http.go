@@ -43,8 +43,9 @@ func (s *Server) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	s.registerServiceHTTP(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint %s %s (try /healthz or /metrics)", r.Method, r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint %s %s (try /healthz, /metrics or /servicedescriptions)", r.Method, r.URL.Path)})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	s.mu.Lock()
@@ -67,6 +68,7 @@ type Health struct {
 	Uptime   string              `json:"uptime"`
 	Clients  int                 `json:"clients"`
 	Adapters []pluginhost.Status `json:"adapters"`
+	Services []ServiceInfo       `json:"services"`
 }
 
 // Health reports the server's state.
@@ -74,6 +76,12 @@ func (s *Server) Health() Health {
 	h := Health{Status: "ok", ServerID: s.id, Uptime: time.Since(s.started).Round(time.Second).String(), Adapters: s.Adapters()}
 	for _, a := range h.Adapters {
 		if a.State != pluginhost.StateRunning {
+			h.Status = "degraded"
+		}
+	}
+	h.Services = s.Services()
+	for _, sv := range h.Services {
+		if sv.Status == nil || sv.Status.State != pluginhost.StateRunning {
 			h.Status = "degraded"
 		}
 	}
@@ -108,6 +116,19 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(&b, "# HELP connect_adapter_restarts_total Bearer plugin restarts per adapter.\n# TYPE connect_adapter_restarts_total counter\n")
 	for _, a := range s.adapters {
 		fmt.Fprintf(&b, "connect_adapter_restarts_total{adapter=%q,type=%q} %d\n", a.cfg.Name, a.cfg.Type, a.sup.Status().Restarts)
+	}
+	fmt.Fprintf(&b, "# HELP connect_service_calls_total Method calls per service.\n# TYPE connect_service_calls_total counter\n")
+	svcs := s.Services()
+	for _, sv := range svcs {
+		fmt.Fprintf(&b, "connect_service_calls_total{service=%q} %d\n", sv.Name, sv.Calls)
+	}
+	fmt.Fprintf(&b, "# HELP connect_service_call_failures_total Failed method calls per service.\n# TYPE connect_service_call_failures_total counter\n")
+	for _, sv := range svcs {
+		fmt.Fprintf(&b, "connect_service_call_failures_total{service=%q} %d\n", sv.Name, sv.Failures)
+	}
+	fmt.Fprintf(&b, "# HELP connect_service_events_total Events emitted per service.\n# TYPE connect_service_events_total counter\n")
+	for _, sv := range svcs {
+		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
 	s.mu.Lock()
 	n := len(s.clients)

@@ -46,6 +46,10 @@ type Options struct {
 	// arguments "plugin bearer tcp". Required when the configuration has
 	// stock adapters without a plugin attribute.
 	StockPlugin func(scheme string) (path string, args []string)
+	// BuiltinService says how to start a built-in service (by its builtin
+	// name, e.g. "demo") as a plugin subprocess: usually the server's own
+	// executable with arguments "plugin service demo".
+	BuiltinService func(name string) (path string, args []string)
 	// PingInterval overrides DefaultPingInterval.
 	PingInterval time.Duration
 	// Logger; default slog.Default().
@@ -61,6 +65,7 @@ type Server struct {
 	tokens   []string
 	started  time.Time
 	adapters []*adapter
+	services map[string]*hostedService // by service name; fixed after Start
 	metrics  metrics
 
 	ctx    context.Context
@@ -98,7 +103,7 @@ func New(opts Options) (*Server, error) {
 		opts.PingInterval = DefaultPingInterval
 	}
 	s := &Server{opts: opts, cfg: opts.Config, log: opts.Logger, id: uuid.NewString(),
-		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}}
+		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}, services: map[string]*hostedService{}}
 	s.tokens = append(s.tokens, s.cfg.Auth.Tokens...)
 	for _, a := range s.cfg.Adapters {
 		po := pluginhost.Options{
@@ -157,6 +162,7 @@ func (s *Server) Start(ctx context.Context) error {
 			a.sup.Run(s.ctx)
 		}()
 	}
+	servicesStarted := s.startServices(s.ctx)
 	wait := s.cfg.Plugins.StartTimeout + 5*time.Second
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -174,6 +180,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if running == 0 && len(s.adapters) > 0 {
 		s.Close()
 		return fmt.Errorf("core: no connection adapter could start (see the log)")
+	}
+	select {
+	case <-servicesStarted:
+	case <-timer.C:
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
 	}
 	s.log.Info("connectserver running", "server_id", s.id, "adapters", running, "of", len(s.adapters), "http", s.HTTPAddr())
 	return nil

@@ -21,8 +21,8 @@ import (
 
 // bin holds the binaries built once for the whole package.
 var bin struct {
-	dir                                string
-	server, client, wsBearer, ssPlugin string
+	dir                                   string
+	server, client, wsBearer, echoService string
 }
 
 func TestMain(m *testing.M) {
@@ -35,10 +35,12 @@ func TestMain(m *testing.M) {
 	bin.server = filepath.Join(dir, "connectserver")
 	bin.client = filepath.Join(dir, "connectclient")
 	bin.wsBearer = filepath.Join(dir, "connect-bearer-ws")
+	bin.echoService = filepath.Join(dir, "echoservice")
 	for out, pkg := range map[string]string{
-		bin.server:   "github.com/bearerkit/connect/cmd/connectserver",
-		bin.client:   "github.com/bearerkit/connect/cmd/connectclient",
-		bin.wsBearer: "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
+		bin.server:      "github.com/bearerkit/connect/cmd/connectserver",
+		bin.client:      "github.com/bearerkit/connect/cmd/connectclient",
+		bin.wsBearer:    "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
+		bin.echoService: "github.com/bearerkit/connect/examples/echoservice",
 	} {
 		args := []string{"build", "-o", out}
 		if raceEnabled {

@@ -1,0 +1,166 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/bearerkit/connect/config"
+	"github.com/bearerkit/connect/pluginhost"
+	"github.com/bearerkit/connect/services"
+	"github.com/bearerkit/connect/services/servicefile"
+	"github.com/bearerkit/connect/services/serviceplugin"
+)
+
+// maxPendingData bounds the runtime-data updates kept while a service's
+// description is not known yet (between its plugin's first Ready and the
+// end of its start).
+const maxPendingData = 4096
+
+// hostedService is one configured service and its plugin.
+type hostedService struct {
+	cfg config.Service
+
+	calls  atomic.Uint64
+	errors atomic.Uint64
+	events atomic.Uint64
+
+	mu      sync.Mutex
+	plugin  *pluginhost.ServicePlugin // nil until started, or if it failed
+	desc    *servicefile.Service
+	data    *services.DataTree
+	pending []serviceplugin.DataUpdate // updates received before data exists
+	failed  string                     // why the plugin could not start
+}
+
+// ServiceInfo describes a hosted service for /servicedescriptions and /healthz.
+type ServiceInfo struct {
+	Name     string                    `json:"name"`
+	Version  string                    `json:"version,omitempty"`
+	Builtin  string                    `json:"builtin,omitempty"`
+	Plugin   string                    `json:"plugin,omitempty"`
+	Status   *pluginhost.ServiceStatus `json:"status,omitempty"`
+	Error    string                    `json:"error,omitempty"`
+	Calls    uint64                    `json:"calls"`
+	Failures uint64                    `json:"failures"`
+	Events   uint64                    `json:"events"`
+}
+
+// onData applies a runtime-data update from the plugin. It runs on the
+// plugin stream's reader and must not block: it only takes hs.mu.
+func (hs *hostedService) onData(u serviceplugin.DataUpdate) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.data == nil {
+		if u.Path == "" {
+			hs.pending = hs.pending[:0]
+		}
+		if len(hs.pending) < maxPendingData {
+			hs.pending = append(hs.pending, u)
+		}
+		return
+	}
+	// The host already checked the update against the service file.
+	hs.data.SetEncoded(u.Path, u.Value)
+}
+
+func (hs *hostedService) onEvent(serviceplugin.Event) { hs.events.Add(1) }
+
+// started records the running plugin and builds the data tree from what
+// arrived meanwhile.
+func (hs *hostedService) started(p *pluginhost.ServicePlugin) error {
+	desc := p.Description()
+	tree, err := services.NewDataTree(desc.Data)
+	if err != nil {
+		return fmt.Errorf("service %s: runtime data: %w", hs.cfg.Name, err)
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for _, u := range hs.pending {
+		tree.SetEncoded(u.Path, u.Value)
+	}
+	hs.pending = nil
+	hs.plugin, hs.desc, hs.data = p, desc, tree
+	return nil
+}
+
+func (hs *hostedService) current() (*pluginhost.ServicePlugin, *servicefile.Service, string) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.plugin, hs.desc, hs.failed
+}
+
+// startServices starts every configured service plugin. A service that
+// cannot start is logged and reported as unavailable; the others and the
+// bearers keep serving.
+// The returned channel is closed once every first start has ended (in
+// success or failure).
+func (s *Server) startServices(ctx context.Context) <-chan struct{} {
+	var first sync.WaitGroup
+	for _, sc := range s.cfg.Services {
+		hs := &hostedService{cfg: sc}
+		s.services[sc.Name] = hs
+		opts := pluginhost.ServiceOptions{
+			Service:      sc.Name,
+			Path:         sc.Plugin,
+			StartTimeout: s.cfg.Plugins.StartTimeout,
+			BackoffMin:   s.cfg.Plugins.RestartBackoffMin,
+			BackoffMax:   s.cfg.Plugins.RestartBackoffMax,
+			OnData:       hs.onData,
+			OnEvent:      hs.onEvent,
+			Logger:       s.log,
+		}
+		if sc.Builtin != "" {
+			if s.opts.BuiltinService == nil {
+				hs.failed = "this server has no built-in services"
+				s.log.Error("service unavailable", "service", sc.Name, "error", hs.failed)
+				continue
+			}
+			opts.Path, opts.Args = s.opts.BuiltinService(sc.Builtin)
+		}
+		s.wg.Add(1)
+		first.Add(1)
+		go func() {
+			defer s.wg.Done()
+			p, err := pluginhost.StartService(ctx, opts)
+			if err == nil {
+				if err = hs.started(p); err != nil {
+					p.Close()
+				}
+			}
+			first.Done()
+			if err != nil {
+				hs.mu.Lock()
+				hs.failed = err.Error()
+				hs.mu.Unlock()
+				s.log.Error("service unavailable", "service", sc.Name, "error", err)
+				return
+			}
+			s.log.Info("service running", "service", sc.Name, "version", p.Description().Version, "pid", p.Status().PID)
+			<-ctx.Done()
+			p.Close()
+		}()
+	}
+	done := make(chan struct{})
+	go func() { first.Wait(); close(done) }()
+	return done
+}
+
+// Services lists the hosted services, sorted by name.
+func (s *Server) Services() []ServiceInfo {
+	out := make([]ServiceInfo, 0, len(s.services))
+	for _, hs := range s.services {
+		p, desc, failed := hs.current()
+		si := ServiceInfo{Name: hs.cfg.Name, Builtin: hs.cfg.Builtin, Plugin: hs.cfg.Plugin, Error: failed,
+			Calls: hs.calls.Load(), Failures: hs.errors.Load(), Events: hs.events.Load()}
+		if p != nil {
+			st := p.Status()
+			si.Status, si.Version = &st, desc.Version
+		}
+		out = append(out, si)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
