@@ -53,6 +53,7 @@ func TestDefault(t *testing.T) {
 			{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 15},
 			{Name: "ssl", Type: "connect.bearer.ssl", Address: ep("ssl://127.0.0.1:9501"), Attributes: bearers.Attributes{}, Line: 16},
 		},
+		Services: []Service{{Name: "Demo", Builtin: "demo", Line: 18}},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("Default() =\n%+v\nwant\n%+v", s, want)

@@ -27,6 +27,7 @@ import (
 	"github.com/bearerkit/connect/internal/cli"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/internal/version"
+	"github.com/bearerkit/connect/services/builtin"
 	"github.com/bearerkit/connect/services/servicefile"
 )
 
@@ -61,11 +62,14 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			return check(args[1:], stdout, stderr)
 		case "plugin":
 			// Hidden: the server re-executes itself to run a stock bearer
-			// as a plugin subprocess.
-			if len(args) != 3 || args[1] != "bearer" {
-				return cli.Usagef("usage: connectserver plugin bearer tcp|udp|ssl (started by connectserver itself)")
+			// or a built-in service as a plugin subprocess.
+			switch {
+			case len(args) == 3 && args[1] == "bearer":
+				return stock.ServePlugin(args[2])
+			case len(args) == 3 && args[1] == "service":
+				return builtin.ServePlugin(args[2])
 			}
-			return stock.ServePlugin(args[2])
+			return cli.Usagef("usage: connectserver plugin bearer tcp|udp|ssl, or plugin service NAME (started by connectserver itself)")
 		}
 	}
 	return serve(args, stderr)
@@ -145,6 +149,9 @@ func serve(args []string, stderr io.Writer) error {
 		StockPlugin: func(scheme string) (string, []string) {
 			return exe, []string{"plugin", "bearer", scheme}
 		},
+		BuiltinService: func(name string) (string, []string) {
+			return exe, []string{"plugin", "service", name}
+		},
 		Logger: logger,
 	})
 	if err != nil {
@@ -206,6 +213,17 @@ func check(args []string, stdout, stderr io.Writer) error {
 func checkServices(cfg *config.Server) config.Problems {
 	var out config.Problems
 	for _, sv := range cfg.Services {
+		if sv.Builtin != "" {
+			svc, err := builtin.New(sv.Builtin)
+			if err == nil {
+				if err = svc.Check(); err == nil && svc.Description().Name != sv.Name {
+					err = fmt.Errorf("the built-in %q is service %q", sv.Builtin, svc.Description().Name)
+				}
+			}
+			if err != nil {
+				out = append(out, config.Problem{File: cfg.File, Line: sv.Line, Msg: fmt.Sprintf("service %s: %v", sv.Name, err)})
+			}
+		}
 		if sv.File == "" {
 			continue
 		}

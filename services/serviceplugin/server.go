@@ -55,6 +55,10 @@ func (s *Server) Describe(context.Context, *servicepb.DescribeRequest) (*service
 // until the host ends it. Calls still running are cancelled and finish in
 // their own goroutines (see Wait).
 func (s *Server) Connect(stream servicepb.Service_ConnectServer) error {
+	// Wait waits for the handler, and so for the goroutines it starts
+	// (closing sessions when the host goes away).
+	s.wg.Add(1)
+	defer s.wg.Done()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
