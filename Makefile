@@ -21,7 +21,8 @@ FUZZ_TARGETS := \
 	./services:FuzzDecodeValue \
 	./services:FuzzUnmarshalJSON \
 	./resume:FuzzDecodeControl \
-	./resume:FuzzAccept
+	./resume:FuzzAccept \
+	./internal/persist:FuzzDecode
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 
