@@ -22,7 +22,8 @@ FUZZ_TARGETS := \
 	./services:FuzzUnmarshalJSON \
 	./resume:FuzzDecodeControl \
 	./resume:FuzzAccept \
-	./internal/persist:FuzzDecode
+	./internal/persist:FuzzDecode \
+	./session:FuzzDecode
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 

@@ -97,6 +97,11 @@ func (e *RejectError) Error() string {
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("client: closed")
 
+// ErrReplaced: the server closed the connection because another connection
+// registered with the same client id (another process using the same state
+// directory). The client stops rather than take the id back.
+var ErrReplaced = errors.New("client: another connection registered with this client id; give each process its own --state-dir")
+
 // Client is a registered connection to a server. Its methods are safe for
 // concurrent use.
 type Client struct {
@@ -256,6 +261,13 @@ func (c *Client) run(l *link) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	if errors.Is(err, ErrReplaced) {
+		// Another process registered with our client id: reconnecting
+		// would replace it in turn, forever. Stop instead.
+		c.log.Error("connection replaced; not reconnecting", "error", err)
+		c.setState(Closed, err)
+		return
+	}
 	c.setState(Connecting, err)
 	c.log.Info("connection lost; reconnecting", "error", err)
 	nl, err := c.connect(c.ctx)
@@ -308,11 +320,11 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	l := c.link
 	c.mu.Unlock()
+	c.cancel() // before closing the link, so that run does not start a reconnect
 	if l != nil {
 		l.goodbye()
 		l.close()
 	}
-	c.cancel()
 	c.setState(Closed, nil)
 	c.wg.Wait()
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/session"
 	"github.com/bearerkit/connect/wire"
 )
 
@@ -25,6 +26,7 @@ type link struct {
 	wc       wire.Conn
 	datagram bool
 	welcome  *wire.Welcome
+	sess     *sessLink // the session layer (session.go)
 
 	mu      sync.Mutex
 	pending map[uint64]chan struct{}
@@ -55,6 +57,7 @@ func (c *Client) attempt(ctx context.Context) (*link, error) {
 		return nil, err
 	}
 	l.welcome = w
+	l.sess = newSessLink(l, c.log)
 	return l, nil
 }
 
@@ -116,8 +119,11 @@ func (l *link) register(ctx context.Context, cfg Config) (*wire.Welcome, error) 
 }
 
 // serve reads until the link fails and sends keepalive pings meanwhile.
-func (l *link) serve(ctx context.Context) error {
+// When it returns, the link's pending session requests have failed and its
+// sessions have ended.
+func (l *link) serve(ctx context.Context) (err error) {
 	defer close(l.done)
+	defer func() { l.sess.end(err) }()
 	stop := context.AfterFunc(ctx, func() { l.bc.SetReadDeadline(time.Now()) })
 	defer stop()
 	interval := time.Duration(l.welcome.PingIntervalMillis) * time.Millisecond
@@ -152,7 +158,14 @@ func (l *link) serve(ctx context.Context) error {
 		case *wire.Ping:
 			l.wc.WriteMessage(&wire.Pong{ID: m.ID, SentUnixNano: m.SentUnixNano})
 		case *wire.Close:
+			if m.Code == wire.CloseReplaced {
+				return fmt.Errorf("%w: %s", ErrReplaced, m.Reason)
+			}
 			return fmt.Errorf("server closed the connection: %s", m.Reason)
+		case *wire.Data:
+			if m.Channel == session.Channel {
+				l.sess.handle(m.Payload)
+			}
 		}
 	}
 }

@@ -44,6 +44,7 @@ func (s *Server) startHTTP() error {
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	s.registerServiceHTTP(mux)
+	mux.HandleFunc("GET /sessions", s.serveSessions)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint %s %s (try /healthz, /metrics or /servicedescriptions)", r.Method, r.URL.Path)})
 	})
@@ -130,12 +131,29 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, sv := range svcs {
 		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
+	perService := map[string]int{}
+	for _, si := range s.Sessions() {
+		perService[si.Service]++
+	}
+	fmt.Fprintf(&b, "# HELP connect_sessions Open client sessions per service.\n# TYPE connect_sessions gauge\n")
+	for _, sv := range svcs {
+		fmt.Fprintf(&b, "connect_sessions{service=%q} %d\n", sv.Name, perService[sv.Name])
+	}
 	s.mu.Lock()
 	n := len(s.clients)
 	s.mu.Unlock()
 	fmt.Fprintf(&b, "# HELP connect_clients Registered clients now.\n# TYPE connect_clients gauge\nconnect_clients %d\n", n)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write([]byte(b.String()))
+}
+
+// serveSessions lists the open sessions: {"sessions": [...]}.
+func (s *Server) serveSessions(w http.ResponseWriter, _ *http.Request) {
+	list := s.Sessions()
+	if list == nil {
+		list = []SessionInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

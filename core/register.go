@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/session"
 	"github.com/bearerkit/connect/wire"
 )
 
@@ -41,6 +42,12 @@ type clientConn struct {
 	name       string
 	auth       string
 	since      time.Time
+
+	// peerMaxPayload is the client's announced receive limit (Hello).
+	peerMaxPayload int
+	// sessions is the session layer, created on the first session message;
+	// only the connection's reader goroutine touches the pointer.
+	sessions *connSessions
 
 	closeOnce sync.Once
 }
@@ -131,6 +138,7 @@ func (c *clientConn) register() error {
 		return errors.New("authentication failed: wrong or missing token")
 	}
 	c.clientID, c.name, c.auth, c.since = uuid.UUID(hello.ClientID), hello.ClientName, auth, time.Now()
+	c.peerMaxPayload = int(hello.MaxPayload)
 	if err := c.welcome(); err != nil {
 		return fmt.Errorf("sending Welcome: %w", err)
 	}
@@ -184,6 +192,7 @@ func (s *Server) authenticate(token string, peer bearers.Peer) (string, bool) {
 // serve is the connected loop: answer pings, drop the connection when the
 // client falls silent for three ping intervals or says goodbye.
 func (c *clientConn) serve() {
+	defer c.closeSessions()
 	idle := 3 * c.s.opts.PingInterval
 	for {
 		c.bc.SetReadDeadline(time.Now().Add(idle))
@@ -218,8 +227,13 @@ func (c *clientConn) serve() {
 			return
 		case *wire.Pong:
 			// Unsolicited pongs are harmless.
+		case *wire.Data:
+			if m.Channel == session.Channel {
+				c.sessionLayer().handle(m.Payload)
+			} else {
+				c.s.metrics.unhandled.Add(1) // channels of later layers
+			}
 		default:
-			// Data frames belong to later layers (sessions); count and drop.
 			c.s.metrics.unhandled.Add(1)
 		}
 	}

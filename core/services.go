@@ -33,6 +33,8 @@ type hostedService struct {
 	data    *services.DataTree
 	pending []serviceplugin.DataUpdate // updates received before data exists
 	failed  string                     // why the plugin could not start
+
+	sess sessionSet // open client sessions (sessions.go)
 }
 
 // ServiceInfo describes a hosted service for /servicedescriptions and /healthz.
@@ -63,10 +65,15 @@ func (hs *hostedService) onData(u serviceplugin.DataUpdate) {
 		return
 	}
 	// The host already checked the update against the service file.
-	hs.data.SetEncoded(u.Path, u.Value)
+	if hs.data.SetEncoded(u.Path, u.Value) == nil {
+		hs.fanOutData(u.Path) // to watching sessions; never waits
+	}
 }
 
-func (hs *hostedService) onEvent(serviceplugin.Event) { hs.events.Add(1) }
+func (hs *hostedService) onEvent(e serviceplugin.Event) {
+	hs.events.Add(1)
+	hs.fanOutEvent(e) // to subscribed sessions; never waits
+}
 
 // started records the running plugin and builds the data tree from what
 // arrived meanwhile.
@@ -112,6 +119,7 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 			OnEvent:      hs.onEvent,
 			Logger:       s.log,
 		}
+		opts.OnSessionLost = hs.onSessionLost // ends the client's session (sessions.go)
 		if sc.Builtin != "" {
 			if s.opts.BuiltinService == nil {
 				hs.failed = "this server has no built-in services"

@@ -4,7 +4,18 @@
 //	              [--cert F --key F] [--insecure] [--state-dir DIR] [--json]
 //	              [--timeout D] [--bearer-plugin PATH] COMMAND ...
 //
-// Commands: ping, version.
+// Commands:
+//
+//	ping                               connect, register, measure round trips
+//	services                           list the server's services
+//	describe SERVICE [--xml|--routing] show a service's methods, events and data
+//	call SERVICE.METHOD [name=value]...  call a method (arguments typed from the XML)
+//	events SERVICE [EVENT]...          print events until interrupted or --count N
+//	watch SERVICE [PATH]               print runtime data, then its changes
+//	version                            print the version
+//
+// Human output by default, --json for scripts. Exit status 0 on success, 1
+// on a reported failure, 2 on bad usage.
 package main
 
 import (
@@ -18,6 +29,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/pflag"
 
 	"github.com/bearerkit/connect/bearers"
@@ -36,7 +48,7 @@ func main() {
 type options struct {
 	server, token, tokenFile, ca, cert, key, stateDir, bearerPlugin, name string
 	logLevel                                                              string
-	insecure, json                                                        bool
+	insecure, json, xml, routing                                          bool
 	timeout, regTimeout                                                   time.Duration
 	count                                                                 int
 	interval                                                              time.Duration
@@ -77,10 +89,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.bearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
 	fs.StringVar(&o.name, "name", "connectclient", "client `NAME` shown by the server")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	fs.IntVar(&o.count, "count", 3, "ping: number of pings")
+	fs.IntVar(&o.count, "count", 0, "ping: number of pings (default 3); events, watch: stop after `N` events or changes (default: until interrupted)")
+	fs.BoolVar(&o.xml, "xml", false, "describe: print the service file as it is")
+	fs.BoolVar(&o.routing, "routing", false, "describe: start a session and print its routing document")
 	fs.DurationVar(&o.interval, "interval", 200*time.Millisecond, "ping: time between pings")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: connectclient [flags] COMMAND\n\nCommands:\n  ping      connect, register and measure round trips\n  version   print the version\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stderr, "Usage: connectclient [flags] COMMAND [ARG]...\n\nCommands:\n%s\nFlags:\n%s", commandUsage, fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -101,61 +115,27 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			return cli.Usagef("ping takes no arguments")
 		}
 		return ping(&o, stdout, stderr)
+	case "services", "describe", "call", "events", "watch":
+		return serviceCommand(&o, cmd, fs.Args()[1:], stdout, stderr)
 	default:
 		return cli.Usagef("unknown command %q", cmd)
 	}
 }
 
 func ping(o *options, stdout, stderr io.Writer) error {
-	if o.count < 1 {
+	if o.count < 0 {
 		return cli.Usagef("--count must be at least 1")
 	}
-	logger, err := cli.NewLogger(stderr, o.logLevel, "text")
-	if err != nil {
-		return err
-	}
-	ep, err := bearers.ParseEndpoint(o.server)
-	if err != nil {
-		return cli.Usagef("--server: %v", err)
-	}
-	dir, err := statedir.Resolve(o.stateDir)
-	if err != nil {
-		return err
-	}
-	token, err := findToken(o, dir)
-	if err != nil {
-		return err
-	}
-	id, err := statedir.ClientID(dir)
-	if err != nil {
-		return err
+	if o.count == 0 {
+		o.count = 3
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-
-	b, closeBearer, err := bearerFor(ctx, o, ep, dir, logger)
+	c, ep, id, closeAll, err := dial(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
-	defer closeBearer()
-
-	dctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	c, err := client.Dial(dctx, client.Config{
-		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
-		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger,
-		OnState: func(s client.State, err error) {
-			if err != nil {
-				logger.Info("state", "state", s.String(), "because", err)
-			} else {
-				logger.Debug("state", "state", s.String())
-			}
-		},
-	})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer closeAll()
 	if !o.json {
 		fmt.Fprintf(stdout, "connected to %s (server %s) as client %s\n", ep, c.ServerID(), id)
 	}
@@ -196,6 +176,53 @@ func ping(o *options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%d pings: min %v avg %v max %v\n", len(rtts), lo.Round(time.Microsecond), avg.Round(time.Microsecond), hi.Round(time.Microsecond))
 	return nil
+}
+
+// dial connects and registers as --server and the auth flags say, within
+// --timeout. closeAll closes the client and the bearer.
+func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, ep bearers.Endpoint, id uuid.UUID, closeAll func(), err error) {
+	logger, err := cli.NewLogger(stderr, o.logLevel, "text")
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	ep, err = bearers.ParseEndpoint(o.server)
+	if err != nil {
+		return nil, ep, id, nil, cli.Usagef("--server: %v", err)
+	}
+	dir, err := statedir.Resolve(o.stateDir)
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	token, err := findToken(o, dir)
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	id, err = statedir.ClientID(dir)
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	b, closeBearer, err := bearerFor(ctx, o, ep, dir, logger)
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	c, err = client.Dial(dctx, client.Config{
+		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
+		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger,
+		OnState: func(s client.State, err error) {
+			if err != nil {
+				logger.Info("state", "state", s.String(), "because", err)
+			} else {
+				logger.Debug("state", "state", s.String())
+			}
+		},
+	})
+	if err != nil {
+		closeBearer()
+		return nil, ep, id, nil, err
+	}
+	return c, ep, id, func() { c.Close(); closeBearer() }, nil
 }
 
 // findToken: --token, --token-file, $CONNECT_TOKEN, then the server's
