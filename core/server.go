@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/bearerkit/connect/bearers"
 	"github.com/bearerkit/connect/config"
+	"github.com/bearerkit/connect/internal/persist"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/pluginhost"
 	"github.com/bearerkit/connect/wire"
@@ -66,6 +68,7 @@ type Server struct {
 	started  time.Time
 	adapters []*adapter
 	services map[string]*hostedService // by service name; fixed after Start
+	store    *persist.Store            // persistent runtime data
 	metrics  metrics
 
 	ctx    context.Context
@@ -105,6 +108,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, cfg: opts.Config, log: opts.Logger, id: uuid.NewString(),
 		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}, services: map[string]*hostedService{}}
 	s.tokens = append(s.tokens, s.cfg.Auth.Tokens...)
+	s.store = persist.Open(filepath.Join(opts.StateDir, "services"))
 	for _, a := range s.cfg.Adapters {
 		po := pluginhost.Options{
 			Name:         a.Name,

@@ -34,6 +34,9 @@ type hostedService struct {
 	pending []serviceplugin.DataUpdate // updates received before data exists
 	failed  string                     // why the plugin could not start
 
+	persistent []string // top-most persistent data paths (persist.go)
+	dirty      bool     // persistent data changed since the last save
+
 	sess sessionSet // open client sessions (sessions.go)
 }
 
@@ -66,6 +69,7 @@ func (hs *hostedService) onData(u serviceplugin.DataUpdate) {
 	}
 	// The host already checked the update against the service file.
 	if hs.data.SetEncoded(u.Path, u.Value) == nil {
+		hs.markDirty(u.Path)
 		hs.fanOutData(u.Path) // to watching sessions; never waits
 	}
 }
@@ -90,6 +94,7 @@ func (hs *hostedService) started(p *pluginhost.ServicePlugin) error {
 	}
 	hs.pending = nil
 	hs.plugin, hs.desc, hs.data = p, desc, tree
+	hs.persistent = persistentPaths(desc.Data)
 	return nil
 }
 
@@ -120,6 +125,7 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 			Logger:       s.log,
 		}
 		opts.OnSessionLost = hs.onSessionLost // ends the client's session (sessions.go)
+		opts.Restore = s.restore(hs)          // persistent runtime data (persist.go)
 		if sc.Builtin != "" {
 			if s.opts.BuiltinService == nil {
 				hs.failed = "this server has no built-in services"
@@ -147,7 +153,7 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 				return
 			}
 			s.log.Info("service running", "service", sc.Name, "version", p.Description().Version, "pid", p.Status().PID)
-			<-ctx.Done()
+			s.persistLoop(ctx, hs) // until ctx ends, then a last save
 			p.Close()
 		}()
 	}

@@ -114,6 +114,7 @@ type server struct {
 type serverConfig struct {
 	extra    string // more elements inside <connectserver>
 	adapters []string
+	stateDir string // default: a new one under the test's temporary directory
 }
 
 // startServer writes the configuration, starts connectserver with it and
@@ -129,6 +130,9 @@ func startServer(t *testing.T, cfg serverConfig, wantHealthy bool) *server {
 		t.Fatal(err)
 	}
 	s := &server{t: t, logs: &syncBuffer{}, http: httpAddr, stateDir: filepath.Join(dir, "state"), done: make(chan struct{})}
+	if cfg.stateDir != "" {
+		s.stateDir = cfg.stateDir
+	}
 	s.cmd = exec.Command(bin.server, "--config", path, "--state-dir", s.stateDir)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {

@@ -172,3 +172,66 @@ func serviceStatuses(t *testing.T, s *server) []serviceStatus {
 	}
 	return out.Services
 }
+
+// Persistent runtime data survives a plugin restart and a server restart.
+func TestPersistentDataSurvivesRestarts(t *testing.T) {
+	state := t.TempDir()
+	cfg := serverConfig{
+		extra: fmt.Sprintf(`<plugins startTimeout="10s" restartBackoffMin="50ms" restartBackoffMax="1s"/>
+  <service name="example.echo" plugin=%q/>`, bin.echoService),
+		adapters: []string{adapterXML("tcp", "connect.bearer.tcp", fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t, "tcp")), "")},
+		stateDir: state,
+	}
+	calls := func(s *server) string {
+		_, body := s.httpDo("GET", "/serviceruntimedata/example.echo?path=meter.calls", "", "")
+		return strings.TrimSpace(body)
+	}
+	waitCalls := func(s *server, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for calls(s) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("meter.calls = %s, want %s", calls(s), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	s := startServer(t, cfg, true)
+	for i := 0; i < 3; i++ {
+		if code, body := s.httpDo("GET", "/serviceinvoke/example.echo/method/echo?text=x", "", ""); code != 200 {
+			t.Fatalf("echo: %d %s", code, body)
+		}
+	}
+	waitCalls(s, "3")
+
+	// The plugin dies: the restarted one gets the value back.
+	pid := 0
+	for _, sv := range serviceStatuses(t, s) {
+		if sv.Status != nil {
+			pid = sv.Status.PID
+		}
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := serviceStatuses(t, s)
+		if len(st) == 1 && st[0].Status != nil && st[0].Status.PID != pid && st[0].Status.State == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service not restarted: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitCalls(s, "3")
+	if code, _ := s.httpDo("GET", "/serviceinvoke/example.echo/method/echo?text=x", "", ""); code != 200 {
+		t.Fatal("echo after restart failed")
+	}
+	waitCalls(s, "4")
+
+	// The server stops (saving on the way out) and a new one starts on the
+	// same state directory.
+	s.stop()
+	s2 := startServer(t, cfg, true)
+	waitCalls(s2, "4")
+}
