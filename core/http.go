@@ -114,6 +114,11 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, a := range s.adapters {
 		fmt.Fprintf(&b, "connect_adapter_connections_total{adapter=%q,type=%q} %d\n", a.cfg.Name, a.cfg.Type, a.accepted.Load())
 	}
+	fmt.Fprintf(&b, "# HELP connect_adapter_bytes_total Bytes received from (direction=\"in\") and sent to (\"out\") clients per adapter.\n# TYPE connect_adapter_bytes_total counter\n")
+	for _, a := range s.adapters {
+		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"in\"} %d\n", a.cfg.Name, a.cfg.Type, a.bytesIn.Load())
+		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"out\"} %d\n", a.cfg.Name, a.cfg.Type, a.bytesOut.Load())
+	}
 	fmt.Fprintf(&b, "# HELP connect_adapter_restarts_total Bearer plugin restarts per adapter.\n# TYPE connect_adapter_restarts_total counter\n")
 	for _, a := range s.adapters {
 		fmt.Fprintf(&b, "connect_adapter_restarts_total{adapter=%q,type=%q} %d\n", a.cfg.Name, a.cfg.Type, a.sup.Status().Restarts)

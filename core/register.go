@@ -81,6 +81,7 @@ func (c *clientConn) reject(code wire.RejectCode, retryable bool, msg string) {
 func (s *Server) handle(a *adapter, bc bearers.Conn) {
 	a.accepted.Add(1)
 	s.metrics.connections.Add(1)
+	bc = &countingConn{Conn: bc, a: a}
 	var wc wire.Conn
 	if a.sup.Status().Capabilities.Has(bearers.Datagram) {
 		wc = wire.NewDatagramConn(bc, wire.MaxDatagramPayload)
@@ -242,4 +243,22 @@ func (c *clientConn) serve() {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// countingConn counts a connection's bytes into its adapter's counters.
+type countingConn struct {
+	bearers.Conn
+	a *adapter
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.a.bytesIn.Add(uint64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.a.bytesOut.Add(uint64(n))
+	return n, err
 }

@@ -89,6 +89,8 @@ type adapter struct {
 	sup *pluginhost.Supervisor
 
 	accepted atomic.Uint64
+	bytesIn  atomic.Uint64 // read from clients, all connections
+	bytesOut atomic.Uint64 // written to clients
 }
 
 // New checks options and prepares a server; it starts nothing.

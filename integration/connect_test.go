@@ -103,6 +103,23 @@ func TestPingOverEveryBearerWithPluginSubprocesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitLog("client registered", "client_id="+strings.TrimSpace(string(id)), "adapter=ws", "adapter=udp", "adapter=ssl")
+
+	// Bytes are counted per adapter.
+	_, metrics := s.httpDo("GET", "/metrics", "", "")
+	for _, name := range []string{"tcp", "udp", "ssl", "ws"} {
+		for _, dir := range []string{"in", "out"} {
+			prefix := fmt.Sprintf(`connect_adapter_bytes_total{adapter=%q,`, name)
+			found := false
+			for _, line := range strings.Split(metrics, "\n") {
+				if strings.HasPrefix(line, prefix) && strings.Contains(line, `direction="`+dir+`"`) {
+					found = !strings.HasSuffix(line, " 0")
+				}
+			}
+			if !found {
+				t.Errorf("no %s bytes counted for adapter %s:\n%s", dir, name, metrics)
+			}
+		}
+	}
 }
 
 func TestKillingABearerPluginRestartsIt(t *testing.T) {
