@@ -73,6 +73,24 @@ type Server struct {
 	Adapters []Adapter
 	// Services are the services the server hosts, in file order.
 	Services []Service
+	// Configuration holds the named configuration groups that the built-in
+	// Configuration service publishes as runtime data.
+	Configuration []ConfigGroup
+}
+
+// ConfigGroup is a <group> of <configuration>: named, typed values.
+type ConfigGroup struct {
+	Name   string        `json:"name"`
+	Values []ConfigValue `json:"values"`
+	Line   int           `json:"-"`
+}
+
+// ConfigValue is one <value name=".." type="int|float|bool|string" value=".."/>.
+type ConfigValue struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+	Line  int    `json:"-"`
 }
 
 // Service is a <service> element: a service the server hosts, either built

@@ -256,11 +256,11 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address" is required`,
 			`c.xml:3: connectionAdapter[1] attribute "adress" unknown (known: name, type, plugin, address)`}},
 		{"unknown element", "<connectserver>\n<htp address=\"off\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`}},
+			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration)`}},
 		{"child of a leaf", "<connectserver>\n<http address=\"off\">\n<port/>\n</http>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: http element <port> unknown (http has no child elements)`}},
 		{"prefixed element and attribute", "<connectserver xmlns:x=\"urn:x\">\n<x:http address=\"off\"/>\n<log x:level=\"info\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`,
+			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration)`,
 			`c.xml:3: log attribute "x:level" unknown (known: level, format)`}},
 		{"attribute on authentication", "<connectserver>\n<authentication mode=\"x\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: authentication attribute "mode" unknown (authentication has no attributes)`}},
@@ -390,7 +390,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`connectserver.xml:8: connectionAdapter[3] attribute "adress" unknown (known: name, type, plugin, address)`,
 		`connectserver.xml:8: connectionAdapter[3] attribute "address" is required`,
 		`connectserver.xml:8: connectionAdapter[3]: type example.bearer.ws is not a stock bearer (stock: connect.bearer.ssl, connect.bearer.tcp, connect.bearer.udp); name its executable with plugin="..."`,
-		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service)`,
+		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration)`,
 	}
 	_, err := Parse("connectserver.xml", []byte(doc))
 	got := problemLines(t, err)
@@ -589,6 +589,53 @@ func TestServices(t *testing.T) {
 		`c.xml:4: service[2] attribute "name": service name "9lives": want dot-separated words`,
 		`c.xml:6: service[4]: service "Echo" is already declared at line 5`,
 		`c.xml:7: service[5]`,
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("problems lack %q:\n%s", w, got)
+		}
+	}
+}
+
+func TestConfigurationGroups(t *testing.T) {
+	s, err := Parse("c.xml", []byte(`<connectserver>
+  <connectionAdapter type="connect.bearer.tcp" address="tcp://127.0.0.1:9500"/>
+  <configuration>
+    <group name="database">
+      <value name="host" type="string" value="db.local"/>
+      <value name="port" type="int" value="5432"/>
+    </group>
+    <group name="ui">
+      <value name="dark" type="bool" value="true"/>
+    </group>
+  </configuration>
+</connectserver>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ConfigGroup{
+		{Name: "database", Line: 4, Values: []ConfigValue{{Name: "host", Type: "string", Value: "db.local", Line: 5}, {Name: "port", Type: "int", Value: "5432", Line: 6}}},
+		{Name: "ui", Line: 8, Values: []ConfigValue{{Name: "dark", Type: "bool", Value: "true", Line: 9}}},
+	}
+	if !reflect.DeepEqual(s.Configuration, want) {
+		t.Fatalf("Configuration = %+v, want %+v", s.Configuration, want)
+	}
+	_, err = Parse("c.xml", []byte(`<connectserver>
+  <connectionAdapter type="connect.bearer.tcp" address="tcp://127.0.0.1:9500"/>
+  <configuration>
+    <group name="db">
+      <value name="port" type="int" value="many"/>
+      <value name="ratio" type="decimal" value="1"/>
+      <value name="9x" type="string" value=""/>
+    </group>
+    <group name="db"/>
+  </configuration>
+</connectserver>`))
+	got := err.Error()
+	for _, w := range []string{
+		`c.xml:5: configuration/group[1]/value[1]: value "many" is not an int`,
+		`c.xml:6: configuration/group[1]/value[2]: type "decimal" unknown (known: int, float, bool, string)`,
+		`c.xml:7: `,
+		`c.xml:9: `,
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("problems lack %q:\n%s", w, got)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/bearerkit/connect/services/servicefile"
+	"math"
 
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -258,6 +259,8 @@ func (p *parser) server(rn *node) *Server {
 			if sv, ok := p.service(n, services); ok {
 				s.Services = append(s.Services, sv)
 			}
+		case "configuration":
+			s.Configuration = p.configuration(n)
 		}
 	})
 	if len(adapters) == 0 {
@@ -717,4 +720,92 @@ func (p *parser) service(n *node, seen map[string]int) (Service, bool) {
 		}
 	}
 	return sv, ok
+}
+
+// configuration reads <configuration><group name=".."><value name=".."
+// type=".." value=".."/>...</group>...</configuration>.
+func (p *parser) configuration(n *node) []ConfigGroup {
+	p.attrs(n)
+	p.noText(n)
+	var groups []ConfigGroup
+	seen := map[string]int{}
+	p.children(n, []string{"group"}, []string{"group"}, func(_ string, g *node) {
+		p.attrs(g, "name")
+		p.noText(g)
+		if !p.require(g, "name") {
+			return
+		}
+		grp := ConfigGroup{Name: g.attrs["name"], Line: g.line}
+		if !identifier(grp.Name) {
+			p.add(p.line(g, "name"), "%s attribute %q: %q is not a name (a letter, then letters, digits or _, at most 64)", g.path, "name", grp.Name)
+		} else if l, dup := seen[grp.Name]; dup {
+			p.add(p.line(g, "name"), "%s: group %q is already declared at line %d", g.path, grp.Name, l)
+		} else {
+			seen[grp.Name] = g.line
+		}
+		names := map[string]int{}
+		p.children(g, []string{"value"}, []string{"value"}, func(_ string, v *node) {
+			p.leaf(v, "name", "type", "value")
+			if !p.require(v, "name", "type", "value") {
+				return
+			}
+			cv := ConfigValue{Name: v.attrs["name"], Type: v.attrs["type"], Value: v.attrs["value"], Line: v.line}
+			switch {
+			case !identifier(cv.Name):
+				p.add(p.line(v, "name"), "%s attribute %q: %q is not a name (a letter, then letters, digits or _, at most 64)", v.path, "name", cv.Name)
+				return
+			case names[cv.Name] != 0:
+				p.add(p.line(v, "name"), "%s: value %q is already declared at line %d", v.path, cv.Name, names[cv.Name])
+				return
+			}
+			names[cv.Name] = v.line
+			if err := checkConfigValue(cv.Type, cv.Value); err != nil {
+				p.add(p.line(v, "value"), "%s: %v", v.path, err)
+				return
+			}
+			grp.Values = append(grp.Values, cv)
+		})
+		groups = append(groups, grp)
+	})
+	return groups
+}
+
+func identifier(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkConfigValue(typ, v string) error {
+	var err error
+	switch typ {
+	case "string":
+		return nil
+	case "int":
+		_, err = strconv.ParseInt(v, 10, 64)
+	case "float":
+		var f float64
+		f, err = strconv.ParseFloat(v, 64)
+		if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			err = fmt.Errorf("not finite")
+		}
+	case "bool":
+		_, err = strconv.ParseBool(v)
+	default:
+		return fmt.Errorf("type %q unknown (known: int, float, bool, string)", typ)
+	}
+	if err != nil {
+		article := "a"
+		if typ == "int" {
+			article = "an"
+		}
+		return fmt.Errorf("value %q is not %s %s", v, article, typ)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -133,6 +134,22 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 				continue
 			}
 			opts.Path, opts.Args = s.opts.BuiltinService(sc.Builtin)
+			if sc.Builtin == "configuration" {
+				gs := make([]config.ConfigGroup, len(s.cfg.Configuration))
+				for i, g := range s.cfg.Configuration {
+					gs[i] = g
+					if gs[i].Values == nil {
+						gs[i].Values = []config.ConfigValue{} // "values": [], never null
+					}
+				}
+				groups, err := json.Marshal(gs)
+				if err != nil {
+					hs.failed = err.Error()
+					continue
+				}
+				// The contract with services/configuration (EnvGroups).
+				opts.Env = append(opts.Env, "CONNECT_CONFIGURATION_GROUPS="+string(groups))
+			}
 		}
 		s.wg.Add(1)
 		first.Add(1)
