@@ -73,6 +73,8 @@ type Server struct {
 	Adapters []Adapter
 	// Services are the services the server hosts, in file order.
 	Services []Service
+	// Policy holds the access rules; nil when the file has none.
+	Policy *Policy
 	// Configuration holds the named configuration groups that the built-in
 	// Configuration service publishes as runtime data.
 	Configuration []ConfigGroup
@@ -125,6 +127,37 @@ type Auth struct {
 	// AllowCertificates lets a client certificate verified by a secure
 	// bearer authenticate the client without a token.
 	AllowCertificates bool
+	// TokenNames maps a token to the name its <token name=".."> gave it,
+	// for policies and logs (tokens without a name are absent).
+	TokenNames map[string]string
+}
+
+// Policy is the <policy> element: access rules, first match wins. A
+// server without a <policy> allows every authenticated client everything.
+type Policy struct {
+	// Default is what happens when no rule matches: "deny" (the default
+	// once a <policy> exists) or "allow".
+	Default string
+	Rules   []Rule
+	Line    int
+}
+
+// Rule is an <allow> or <deny> element. A rule matches when every selector
+// it gives matches; a selector left out matches anything.
+type Rule struct {
+	Allow    bool
+	Service  string   // a service name, or "*"
+	Methods  []string // nil: the session and every method; else these methods
+	Client   string   // a client id
+	Identity string   // a certificate identity, e.g. "CN=alice"
+	Token    string   // a token's name (<token name="..">)
+	When     *Condition
+	Line     int
+}
+
+// Condition is a rule's when="PATH OP VALUE" on the service's runtime data.
+type Condition struct {
+	Path, Op, Value string
 }
 
 // Plugins are the plugin host's timings.

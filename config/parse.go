@@ -26,7 +26,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration", "policy"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -261,6 +261,8 @@ func (p *parser) server(rn *node) *Server {
 			}
 		case "configuration":
 			s.Configuration = p.configuration(n)
+		case "policy":
+			s.Policy = p.policy(n)
 		}
 	})
 	if len(adapters) == 0 {
@@ -326,6 +328,16 @@ func (p *parser) auth(n *node, s *Server) {
 		case "token":
 			if tok, ok := p.token(c); ok {
 				s.Auth.Tokens = append(s.Auth.Tokens, tok)
+				if name, named := c.attrs["name"]; named {
+					if !identifier(name) {
+						p.add(p.line(c, "name"), "%s attribute %q: %q is not a name (a letter, then letters, digits or _, at most 64)", c.path, "name", name)
+					} else {
+						if s.Auth.TokenNames == nil {
+							s.Auth.TokenNames = map[string]string{}
+						}
+						s.Auth.TokenNames[tok] = name
+					}
+				}
 			}
 		case "certificates":
 			p.leaf(c, "allow")
@@ -347,7 +359,7 @@ func (p *parser) auth(n *node, s *Server) {
 // token validates a <token value=".."/> or <token file=".."/> and returns
 // the token.
 func (p *parser) token(n *node) (string, bool) {
-	p.leaf(n, "value", "file")
+	p.leaf(n, "value", "file", "name")
 	v, hasValue := n.attrs["value"]
 	f, hasFile := n.attrs["file"]
 	switch {
@@ -808,4 +820,65 @@ func checkConfigValue(typ, v string) error {
 		return fmt.Errorf("value %q is not %s %s", v, article, typ)
 	}
 	return nil
+}
+
+// policy reads <policy [default="deny|allow"]> with <allow>/<deny> rules.
+func (p *parser) policy(n *node) *Policy {
+	p.attrs(n, "default")
+	p.noText(n)
+	pol := &Policy{Default: "deny", Line: n.line}
+	if v, ok := n.attrs["default"]; ok {
+		if v != "deny" && v != "allow" {
+			p.add(p.line(n, "default"), "%s attribute %q: %q is not deny or allow", n.path, "default", v)
+		} else {
+			pol.Default = v
+		}
+	}
+	p.children(n, []string{"allow", "deny"}, []string{"allow", "deny"}, func(tag string, r *node) {
+		p.leaf(r, "service", "methods", "client", "identity", "token", "when")
+		if !p.require(r, "service") {
+			return
+		}
+		rule := Rule{Allow: tag == "allow", Service: r.attrs["service"], Client: r.attrs["client"],
+			Identity: r.attrs["identity"], Token: r.attrs["token"], Line: r.line}
+		if rule.Service != "*" {
+			if err := servicefile.ValidateServiceName(rule.Service); err != nil {
+				p.add(p.line(r, "service"), "%s attribute %q: %v (or * for every service)", r.path, "service", err)
+			}
+		}
+		if m, ok := r.attrs["methods"]; ok && m != "*" {
+			for _, name := range strings.Split(m, ",") {
+				name = strings.TrimSpace(name)
+				if !identifier(name) {
+					p.add(p.line(r, "methods"), "%s attribute %q: %q is not a method name (comma-separated names, or *)", r.path, "methods", name)
+					continue
+				}
+				rule.Methods = append(rule.Methods, name)
+			}
+		}
+		if w, ok := r.attrs["when"]; ok {
+			c, err := parseCondition(w)
+			if err != nil {
+				p.add(p.line(r, "when"), "%s attribute %q: %v", r.path, "when", err)
+			} else {
+				rule.When = c
+			}
+		}
+		pol.Rules = append(pol.Rules, rule)
+	})
+	return pol
+}
+
+// parseCondition parses "PATH OP VALUE" with OP one of == != < <= > >=.
+func parseCondition(s string) (*Condition, error) {
+	f := strings.Fields(s)
+	if len(f) < 3 {
+		return nil, fmt.Errorf("%q: want PATH OP VALUE, like \"station.status == running\"", s)
+	}
+	switch f[1] {
+	case "==", "!=", "<", "<=", ">", ">=":
+	default:
+		return nil, fmt.Errorf("%q: operator %q unknown (known: == != < <= > >=)", s, f[1])
+	}
+	return &Condition{Path: f[0], Op: f[1], Value: strings.Join(f[2:], " ")}, nil
 }

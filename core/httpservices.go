@@ -82,6 +82,10 @@ func (s *Server) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "service %s has no method %q (GET /servicedescriptions/%s shows its methods)", desc.Name, name, desc.Name)
 		return
 	}
+	if err := s.authorize(principal{}, hs, m.Name); err != nil {
+		httpError(w, http.StatusForbidden, "%v", err)
+		return
+	}
 	query := r.URL.Query()
 	timeout := DefaultHTTPCallTimeout
 	if v := query.Get("timeout"); v != "" {

@@ -41,6 +41,8 @@ type clientConn struct {
 	clientID   uuid.UUID
 	name       string
 	auth       string
+	identity   string // verified certificate identity, if any
+	tokenName  string // the <token name=".."> the client presented, if named
 	since      time.Time
 
 	// peerMaxPayload is the client's announced receive limit (Hello).
@@ -139,6 +141,10 @@ func (c *clientConn) register() error {
 		return errors.New("authentication failed: wrong or missing token")
 	}
 	c.clientID, c.name, c.auth, c.since = uuid.UUID(hello.ClientID), hello.ClientName, auth, time.Now()
+	c.identity = c.bc.Peer().Identity
+	if hello.Token != "" {
+		c.tokenName = c.s.cfg.Auth.TokenNames[hello.Token]
+	}
 	c.peerMaxPayload = int(hello.MaxPayload)
 	if err := c.welcome(); err != nil {
 		return fmt.Errorf("sending Welcome: %w", err)
@@ -261,4 +267,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.a.bytesOut.Add(uint64(n))
 	return n, err
+}
+
+// principal is who this connection is, for policies.
+func (c *clientConn) principal() principal {
+	return principal{clientID: c.clientID.String(), identity: c.identity, token: c.tokenName}
 }

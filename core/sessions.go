@@ -525,6 +525,9 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	if e != nil {
 		return e
 	}
+	if err := cs.c.s.authorize(cs.c.principal(), hs, ""); err != nil {
+		return session.NewError(m.ID, session.CodeDenied, err.Error())
+	}
 	cs.mu.Lock()
 	if cs.closed {
 		cs.mu.Unlock()
@@ -637,6 +640,10 @@ func (cs *connSessions) call(m *session.Call) {
 	if desc == nil || desc.Method(m.Method) == nil {
 		cs.answer(session.NewError(m.ID, session.CodeUnknownMethod,
 			fmt.Sprintf("service %s has no method %q (methods: %s)", s.hs.cfg.Name, m.Method, methodList(desc))))
+		return
+	}
+	if err := cs.c.s.authorize(cs.c.principal(), s.hs, m.Method); err != nil {
+		cs.answer(session.NewError(m.ID, session.CodeDenied, err.Error()))
 		return
 	}
 	cs.mu.Lock()
