@@ -7,13 +7,17 @@
 //
 // The built-in services:
 //
-//	demo   the Demo service (package services/demo): a simulated sensor station
+//	configuration  the Configuration service (package services/configuration):
+//	               the server configuration's named groups as runtime data,
+//	               handed to the plugin in configuration.EnvGroups
+//	demo           the Demo service (package services/demo): a simulated sensor station
 package builtin
 
 import (
 	"fmt"
 	"strings"
 
+	"github.com/bearerkit/connect/services/configuration"
 	"github.com/bearerkit/connect/services/demo"
 	"github.com/bearerkit/connect/services/serviceplugin"
 )
@@ -22,9 +26,10 @@ import (
 // Keep it sorted by name.
 var registry = []struct {
 	name string
-	new  func() *serviceplugin.Service
+	new  func() (*serviceplugin.Service, error)
 }{
-	{"demo", demo.New},
+	{"configuration", configuration.FromEnv},
+	{"demo", func() (*serviceplugin.Service, error) { return demo.New(), nil }},
 }
 
 // Names returns the names of the built-in services, sorted.
@@ -37,11 +42,16 @@ func Names() []string {
 }
 
 // New returns a new instance of the built-in service name, or an error
-// that lists the built-in names.
+// that lists the built-in names, or the service's own error (the
+// Configuration service's groups, from its environment, are not valid).
 func New(name string) (*serviceplugin.Service, error) {
 	for _, r := range registry {
 		if r.name == name {
-			return r.new(), nil
+			svc, err := r.new()
+			if err != nil {
+				return nil, fmt.Errorf("built-in service %s: %w", name, err)
+			}
+			return svc, nil
 		}
 	}
 	return nil, fmt.Errorf("no built-in service %q (built-in services: %s)", name, strings.Join(Names(), ", "))
@@ -49,7 +59,8 @@ func New(name string) (*serviceplugin.Service, error) {
 
 // ServePlugin serves the built-in service name as a plugin on this process
 // (serviceplugin.Serve). It does not return on success; it returns an
-// error only for a name that is not built in.
+// error for a name that is not built in and for a service that cannot be
+// made (see New).
 func ServePlugin(name string) error {
 	svc, err := New(name)
 	if err != nil {

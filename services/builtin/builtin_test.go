@@ -13,16 +13,17 @@ import (
 	"github.com/bearerkit/connect/pluginhost"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/builtin"
+	"github.com/bearerkit/connect/services/configuration"
 	"github.com/bearerkit/connect/services/serviceplugin"
 )
 
 func TestNames(t *testing.T) {
 	names := builtin.Names()
-	if !reflect.DeepEqual(names, []string{"demo"}) {
-		t.Fatalf("Names() = %v, want [demo]", names)
+	if !reflect.DeepEqual(names, []string{"configuration", "demo"}) {
+		t.Fatalf("Names() = %v, want [configuration demo]", names)
 	}
 	names[0] = "changed"
-	if builtin.Names()[0] != "demo" {
+	if builtin.Names()[0] != "configuration" {
 		t.Fatal("Names returned the registry itself, not a copy")
 	}
 }
@@ -54,13 +55,38 @@ func TestNew(t *testing.T) {
 
 	for _, name := range []string{"nope", "", "Demo"} {
 		svc, err := builtin.New(name)
-		want := `no built-in service "` + name + `" (built-in services: demo)`
+		want := `no built-in service "` + name + `" (built-in services: configuration, demo)`
 		if svc != nil || err == nil || err.Error() != want {
 			t.Errorf("New(%q) = %v, %v; want the error %q", name, svc, err, want)
 		}
 	}
-	if err := builtin.ServePlugin("nope"); err == nil || !strings.Contains(err.Error(), "built-in services: demo") {
+	if err := builtin.ServePlugin("nope"); err == nil || !strings.Contains(err.Error(), "built-in services: configuration, demo") {
 		t.Errorf("ServePlugin(nope) = %v", err)
+	}
+}
+
+// The configuration built-in reads its groups from configuration.EnvGroups.
+func TestNewConfiguration(t *testing.T) {
+	t.Setenv(configuration.EnvGroups, `[{"name":"database","values":[{"name":"host","type":"string","value":"db.local"},{"name":"port","type":"int","value":"5432"}]}]`)
+	svc, err := builtin.New("configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := svc.Description(); d.Name != "Configuration" || d.Version != "1.0" {
+		t.Fatalf("configuration describes %s %s", d.Name, d.Version)
+	}
+	if v, err := svc.Get("database"); err != nil || !reflect.DeepEqual(v, map[string]any{"host": "db.local", "port": int64(5432)}) {
+		t.Fatalf("database = %v, %v", v, err)
+	}
+
+	t.Setenv(configuration.EnvGroups, `[{"name":"database","values":[{"name":"port","type":"int","value":"many"}]}]`)
+	svc, err = builtin.New("configuration")
+	want := `built-in service configuration: configuration: group "database", value "port": "many" is not an int (a decimal integer, like -42)`
+	if svc != nil || err == nil || err.Error() != want {
+		t.Fatalf("New(configuration) with a bad value = %v, %v; want the error %q", svc, err, want)
+	}
+	if err := builtin.ServePlugin("configuration"); err == nil || err.Error() != want {
+		t.Fatalf("ServePlugin(configuration) with a bad value = %v; want the error %q", err, want)
 	}
 }
 
