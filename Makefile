@@ -36,6 +36,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/connectserver ./cmd/connectclient
 	$(GO) build -o $(BIN)/connect-bearer-ws ./examples/wsbearer/cmd/connect-bearer-ws
+	$(GO) build -o $(BIN)/echoservice ./examples/echoservice
 
 # Unit and integration tests with the race detector, then a short fuzz run
 # of every decoder.

@@ -375,7 +375,11 @@ func TestConfigErrorsAreReportedWithLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	example := filepath.Join(dir, "example.xml")
-	os.WriteFile(example, []byte(strings.ReplaceAll(string(orig), `plugin="../../bin/connect-bearer-ws"`, `plugin="`+bin.wsBearer+`"`)), 0o600)
+	exampleXML := strings.ReplaceAll(string(orig), `plugin="../../bin/connect-bearer-ws"`, `plugin="`+bin.wsBearer+`"`)
+	exampleXML = strings.ReplaceAll(exampleXML, `plugin="../../bin/echoservice"`, `plugin="`+bin.echoService+`"`)
+	echoXML, _ := filepath.Abs("../examples/echoservice/echo.xml")
+	exampleXML = strings.ReplaceAll(exampleXML, `file="../echoservice/echo.xml"`, `file="`+echoXML+`"`)
+	os.WriteFile(example, []byte(exampleXML), 0o600)
 	if r := execServer(t, "check", "--config", example); r.code != 0 {
 		t.Fatalf("the shipped example fails its check: %s", r.stderr)
 	}

@@ -40,3 +40,26 @@ func TestBuiltinDemoService(t *testing.T) {
 		t.Fatalf("check of the embedded default: %d\n%s", r.code, r.stderr)
 	}
 }
+
+// The built-in Configuration service publishes <configuration> groups as
+// typed runtime data.
+func TestConfigurationService(t *testing.T) {
+	s := startServer(t, serverConfig{
+		extra: `<service name="Configuration" builtin="configuration"/>
+  <configuration>
+    <group name="database">
+      <value name="host" type="string" value="db.local"/>
+      <value name="port" type="int" value="5432"/>
+      <value name="tls" type="bool" value="true"/>
+    </group>
+  </configuration>`,
+		adapters: []string{adapterXML("tcp", "connect.bearer.tcp", fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t, "tcp")), "")},
+	}, true)
+	code, body := s.httpDo("GET", "/serviceruntimedata/Configuration", "", "")
+	if code != 200 || strings.TrimSpace(body) != `{"database":{"host":"db.local","port":5432,"tls":true}}` {
+		t.Fatalf("Configuration runtime data: %d %s", code, body)
+	}
+	if code, body := s.httpDo("GET", "/serviceinvoke/Configuration/method/groups", "", ""); code != 200 || !strings.Contains(body, `"result":["database"]`) {
+		t.Fatalf("Configuration.groups: %d %s", code, body)
+	}
+}
