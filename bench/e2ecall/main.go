@@ -61,6 +61,8 @@ import (
 	"github.com/bearerkit/connect/bearers"
 	"github.com/bearerkit/connect/bearers/tcp"
 	"github.com/bearerkit/connect/client"
+
+	"github.com/bearerkit/connect/bench/internal/grpcecho"
 )
 
 const (
@@ -346,7 +348,7 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	e.cc, err = grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(grpcecho.Codec{})))
 	return err
 }
 
@@ -740,7 +742,7 @@ func (e *env) paths(ctx context.Context, cfg config) ([]path, error) {
 	return []path{
 		{"grpc", "gRPC-Go unary echo, separate process (baseline)", func(ctx context.Context, _ int) error {
 			var out []byte
-			if err := e.cc.Invoke(ctx, echoMethod, &payload, &out); err != nil {
+			if err := grpcecho.Call(ctx, e.cc, payload, &out); err != nil {
 				return err
 			}
 			if !bytes.Equal(out, payload) {
