@@ -55,20 +55,7 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout, stderr)
-	var usage *cli.UsageError
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case errors.Is(err, pflag.ErrHelp):
-		return cli.ExitOK
-	case errors.As(err, &usage):
-		fmt.Fprintf(stderr, "connectclient: %v\nRun 'connectclient --help' for usage.\n", err)
-		return cli.ExitUsage
-	default:
-		fmt.Fprintf(stderr, "connectclient: %v\n", err)
-		return cli.ExitFailure
-	}
+	return cli.ExitStatus("connectclient", dispatch(args, stdout, stderr), stderr)
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) error {

@@ -36,20 +36,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout, stderr)
-	var usage *cli.UsageError
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case errors.As(err, &usage):
-		fmt.Fprintf(stderr, "connectserver: %v\nRun 'connectserver --help' for usage.\n", err)
-		return cli.ExitUsage
-	case errors.Is(err, pflag.ErrHelp):
-		return cli.ExitOK
-	default:
-		fmt.Fprintf(stderr, "connectserver: %v\n", err)
-		return cli.ExitFailure
-	}
+	return cli.ExitStatus("connectserver", dispatch(args, stdout, stderr), stderr)
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) error {

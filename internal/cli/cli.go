@@ -2,11 +2,17 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
+
+// ErrHelp is what a command returns after printing its help (pflag.ErrHelp).
+var ErrHelp = pflag.ErrHelp
 
 // Exit statuses of every Connect command.
 const (
@@ -38,4 +44,22 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, Usagef("--log-format %q: want text or json", format)
+}
+
+// ExitStatus reports err on stderr the way every Connect command does and
+// returns the exit status: 0 for nil or a help request (ErrHelp, which the
+// flag package already answered), 2 with a usage hint for a *UsageError, 1
+// otherwise.
+func ExitStatus(program string, err error, stderr io.Writer) int {
+	var usage *UsageError
+	switch {
+	case err == nil || errors.Is(err, ErrHelp):
+		return ExitOK
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", program, err, program)
+		return ExitUsage
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", program, err)
+		return ExitFailure
+	}
 }
