@@ -63,6 +63,7 @@ import (
 	"github.com/bearerkit/connect/client"
 
 	"github.com/bearerkit/connect/bench/internal/grpcecho"
+	"github.com/bearerkit/connect/bench/internal/measure"
 )
 
 const (
@@ -766,101 +767,32 @@ func (e *env) paths(ctx context.Context, cfg config) ([]path, error) {
 // latencyBlock is how many calls a path makes per turn: the paths take
 // turns block by block, so that whatever else the machine does hits them
 // alike.
-const latencyBlock = 100
+type latencies = map[string][]time.Duration
 
-type latencies map[string][]time.Duration
+// measured adapts the benchmark's paths to package measure.
+func measured(paths []path) []measure.Path {
+	out := make([]measure.Path, len(paths))
+	for i, p := range paths {
+		out[i] = measure.Path{Key: p.key, Label: p.label, Call: p.call}
+	}
+	return out
+}
 
 func latency(ctx context.Context, cfg config, paths []path) (latencies, error) {
-	out := latencies{}
-	sctx, cancel := context.WithTimeout(ctx, time.Duration(len(paths))*cfg.latLimit+60*time.Second)
-	defer cancel()
-	for _, p := range paths {
-		for i := 0; i < cfg.warmup; i++ {
-			if err := p.call(sctx, 0); err != nil {
-				return nil, fmt.Errorf("%s: %w", p.key, err)
-			}
-		}
-		out[p.key] = make([]time.Duration, 0, cfg.calls)
-	}
-	spent := map[string]time.Duration{}
-	for done := 0; done < cfg.calls; done += latencyBlock {
-		for _, p := range paths {
-			if spent[p.key] > cfg.latLimit {
-				continue
-			}
-			n := min(latencyBlock, cfg.calls-done)
-			for i := 0; i < n; i++ {
-				t0 := time.Now()
-				if err := p.call(sctx, 0); err != nil {
-					return nil, fmt.Errorf("%s: %w", p.key, err)
-				}
-				d := time.Since(t0)
-				spent[p.key] += d
-				out[p.key] = append(out[p.key], d)
-			}
-		}
-	}
-	for _, s := range out {
-		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	}
-	return out, nil
+	return measure.Latency(ctx, measured(paths), cfg.warmup, cfg.calls, cfg.latLimit)
 }
 
-func pct(s []time.Duration, p int) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, len(s)*p/100)]
+func throughput(ctx context.Context, cfg config, paths []path) (map[string]measure.Rate, error) {
+	return measure.Throughput(ctx, measured(paths), cfg.callers, cfg.maxCalls, cfg.limit)
 }
 
-type rate struct {
-	calls   int64
-	elapsed time.Duration
-}
-
-func (r rate) perSec() float64 { return float64(r.calls) / r.elapsed.Seconds() }
-
-func throughput(ctx context.Context, cfg config, paths []path) (map[string]rate, error) {
-	out := map[string]rate{}
-	for _, p := range paths {
-		rctx, cancel := context.WithTimeout(ctx, cfg.limit+30*time.Second)
-		var (
-			n        atomic.Int64
-			wg       sync.WaitGroup
-			firstErr error
-			errOnce  sync.Once
-		)
-		stopAt := time.Now().Add(cfg.limit)
-		start := time.Now()
-		for i := 0; i < cfg.callers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(stopAt) && n.Load() < cfg.maxCalls {
-					if err := p.call(rctx, i); err != nil {
-						errOnce.Do(func() { firstErr = fmt.Errorf("%s: %w", p.key, err) })
-						return
-					}
-					n.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		cancel()
-		if firstErr != nil {
-			return nil, firstErr
-		}
-		out[p.key] = rate{calls: n.Load(), elapsed: elapsed}
-	}
-	return out, nil
-}
+var pct = measure.Pct
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/1e3) }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string]rate, mem *memResult) {
+func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string]measure.Rate, mem *memResult) {
 	base := lat["grpc"]
 	fmt.Fprintf(w, "\n## Round trip, one caller (up to %d calls per path, after %d warm-up calls)\n\n", cfg.calls, cfg.warmup)
 	fmt.Fprintf(w, "| path | calls | p50 | p99 | mean | p50 vs gRPC | p99 vs gRPC |\n|---|---:|---:|---:|---:|---:|---:|\n")
@@ -881,7 +813,7 @@ func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string
 	fmt.Fprintf(w, "Connect: one session per caller, all on one client connection; gRPC: one shared ClientConn.\n\n")
 	fmt.Fprintf(w, "| path | calls | calls/s | vs gRPC |\n|---|---:|---:|---:|\n")
 	for _, p := range paths {
-		fmt.Fprintf(w, "| %s | %d | %.0f | %.2f× |\n", p.label, thr[p.key].calls, thr[p.key].perSec(), thr[p.key].perSec()/thr["grpc"].perSec())
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.2f× |\n", p.label, thr[p.key].Calls, thr[p.key].PerSec(), thr[p.key].PerSec()/thr["grpc"].PerSec())
 	}
 	if mem != nil {
 		fmt.Fprintf(w, "\n## Memory per idle session (%d sessions on %d client connections, opened in %.1f s)\n\n",
@@ -914,5 +846,5 @@ func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string
 	}
 	fmt.Fprintf(w, "\nsummary: Connect end to end p50 %.2f× gRPC unary (goal ≤ 0.70×: %s), p99 %.2f×; %.2f× the calls/s with %d callers\n",
 		float64(pct(c, 50))/float64(pct(g, 50)), verdict, float64(pct(c, 99))/float64(pct(g, 99)),
-		thr["connect"].perSec()/thr["grpc"].perSec(), cfg.callers)
+		thr["connect"].PerSec()/thr["grpc"].PerSec(), cfg.callers)
 }

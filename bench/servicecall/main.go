@@ -32,10 +32,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +41,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/bearerkit/connect/bench/internal/measure"
 	"github.com/bearerkit/connect/pluginhost"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
@@ -316,99 +315,30 @@ func (e *env) paths(payload []byte) ([]path, error) {
 // latencyBlock is how many calls a path makes per turn: the paths take
 // turns block by block, so that whatever else the machine does hits them
 // alike.
-const latencyBlock = 100
+type latencies = map[string][]time.Duration
 
-type latencies map[string][]time.Duration
+// measured adapts the benchmark's paths to package measure.
+func measured(paths []path) []measure.Path {
+	out := make([]measure.Path, len(paths))
+	for i, p := range paths {
+		out[i] = measure.Path{Key: p.key, Label: p.label, Call: func(ctx context.Context, _ int) error { return p.call(ctx) }}
+	}
+	return out
+}
 
 func latency(ctx context.Context, cfg config, paths []path) (latencies, error) {
-	out := latencies{}
-	sctx, cancel := context.WithTimeout(ctx, time.Duration(len(paths))*cfg.limit+30*time.Second)
-	defer cancel()
-	for _, p := range paths {
-		for i := 0; i < cfg.warmup; i++ {
-			if err := p.call(sctx); err != nil {
-				return nil, fmt.Errorf("%s: %w", p.key, err)
-			}
-		}
-		out[p.key] = make([]time.Duration, 0, cfg.calls)
-	}
-	spent := map[string]time.Duration{}
-	for done := 0; done < cfg.calls; done += latencyBlock {
-		for _, p := range paths {
-			if spent[p.key] > cfg.limit {
-				continue
-			}
-			n := min(latencyBlock, cfg.calls-done)
-			for i := 0; i < n; i++ {
-				t0 := time.Now()
-				if err := p.call(sctx); err != nil {
-					return nil, fmt.Errorf("%s: %w", p.key, err)
-				}
-				d := time.Since(t0)
-				spent[p.key] += d
-				out[p.key] = append(out[p.key], d)
-			}
-		}
-	}
-	for _, s := range out {
-		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	}
-	return out, nil
+	return measure.Latency(ctx, measured(paths), cfg.warmup, cfg.calls, cfg.limit)
 }
 
-func pct(s []time.Duration, p int) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, len(s)*p/100)]
+func throughput(ctx context.Context, cfg config, paths []path) (map[string]measure.Rate, error) {
+	return measure.Throughput(ctx, measured(paths), cfg.callers, cfg.maxCalls, cfg.limit)
 }
 
-type rate struct {
-	calls   int64
-	elapsed time.Duration
-}
-
-func (r rate) perSec() float64 { return float64(r.calls) / r.elapsed.Seconds() }
-
-func throughput(ctx context.Context, cfg config, paths []path) (map[string]rate, error) {
-	out := map[string]rate{}
-	for _, p := range paths {
-		rctx, cancel := context.WithTimeout(ctx, cfg.limit+30*time.Second)
-		var (
-			n        atomic.Int64
-			wg       sync.WaitGroup
-			firstErr error
-			errOnce  sync.Once
-		)
-		stopAt := time.Now().Add(cfg.limit)
-		start := time.Now()
-		for i := 0; i < cfg.callers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(stopAt) && n.Load() < cfg.maxCalls {
-					if err := p.call(rctx); err != nil {
-						errOnce.Do(func() { firstErr = fmt.Errorf("%s: %w", p.key, err) })
-						return
-					}
-					n.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		cancel()
-		if firstErr != nil {
-			return nil, firstErr
-		}
-		out[p.key] = rate{calls: n.Load(), elapsed: elapsed}
-	}
-	return out, nil
-}
+var pct = measure.Pct
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/1e3) }
 
-func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string]rate) {
+func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string]measure.Rate) {
 	fmt.Fprintf(w, "\n## Round trip, one caller (%d calls per path, after %d warm-up calls)\n\n", len(lat["stream"]), cfg.warmup)
 	fmt.Fprintf(w, "| path | p50 | p99 | p50 vs gRPC | p99 vs gRPC |\n|---|---:|---:|---:|---:|\n")
 	base := lat["grpc"]
@@ -420,14 +350,14 @@ func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string
 	fmt.Fprintf(w, "\n## Throughput, %d concurrent callers, %s per path\n\n", cfg.callers, cfg.limit)
 	fmt.Fprintf(w, "| path | calls/s | vs gRPC |\n|---|---:|---:|\n")
 	for _, p := range paths {
-		fmt.Fprintf(w, "| %s | %.0f | %.2f× |\n", p.label, thr[p.key].perSec(), thr[p.key].perSec()/thr["grpc"].perSec())
+		fmt.Fprintf(w, "| %s | %.0f | %.2f× |\n", p.label, thr[p.key].PerSec(), thr[p.key].PerSec()/thr["grpc"].PerSec())
 	}
 	st, un := lat["stream"], lat["unary"]
 	fmt.Fprintf(w, "\nstream vs unary Invoke: p50 %.2f×, p99 %.2f× the latency; %.2f× the calls/s with %d callers\n",
 		float64(pct(st, 50))/float64(pct(un, 50)), float64(pct(st, 99))/float64(pct(un, 99)),
-		thr["stream"].perSec()/thr["unary"].perSec(), cfg.callers)
+		thr["stream"].PerSec()/thr["unary"].PerSec(), cfg.callers)
 	verdict := "the stream wins"
-	if pct(st, 50) >= pct(un, 50) || thr["stream"].perSec() <= thr["unary"].perSec() {
+	if pct(st, 50) >= pct(un, 50) || thr["stream"].PerSec() <= thr["unary"].PerSec() {
 		verdict = "the stream does NOT win on every figure"
 	}
 	fmt.Fprintf(w, "verdict: %s\n", verdict)
