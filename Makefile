@@ -27,7 +27,8 @@ FUZZ_TARGETS := \
 	./resume:FuzzAccept \
 	./internal/persist:FuzzDecode \
 	./session:FuzzDecode \
-	./services/serviceplugin:FuzzPathType
+	./services/serviceplugin:FuzzPathType \
+	./routing:FuzzParse
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 

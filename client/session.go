@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/session"
@@ -462,7 +463,13 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 		if !ok {
 			return unexpected(op, r)
 		}
-		s = &Session{ID: st.Session, service: service, c: c, sl: sl, desc: d.desc, routing: st.Routing,
+		doc, err := checkRouting(st, service)
+		if err != nil {
+			// The server opened a session this client cannot use: close it.
+			sl.roundTrip(ctx, op, func(id uint64) session.Message { return &session.CloseSession{ID: id, Session: st.Session} }, nil)
+			return &Error{Op: op, Code: session.CodeServiceFault, Message: err.Error(), Err: err}
+		}
+		s = &Session{ID: st.Session, service: service, c: c, sl: sl, desc: d.desc, routing: st.Routing, doc: doc,
 			subs: map[uint64]*subscription{}, watches: map[uint64]*watchState{}, done: make(chan struct{})}
 		sl.mu.Lock()
 		if sl.err != nil {
@@ -491,6 +498,7 @@ type Session struct {
 	sl      *sessLink
 	desc    *servicefile.Service
 	routing []byte
+	doc     *routing.Document
 
 	mu      sync.Mutex
 	err     error // why the session ended; nil while open
@@ -512,6 +520,23 @@ func (s *Session) Description() *servicefile.Service { return s.desc }
 // hosted inside the server it routes everything over the server link; the
 // format is provisional (docs/PROTOCOL.md, "Routing documents").
 func (s *Session) Routing() []byte { return bytes.Clone(s.routing) }
+
+// RoutingDocument returns the session's routing document, parsed
+// (docs/ROUTING.md). The caller must not change it.
+func (s *Session) RoutingDocument() *routing.Document { return s.doc }
+
+// checkRouting parses the routing document of a session just started with
+// service and checks that it is this session's.
+func checkRouting(st *session.SessionStarted, service string) (*routing.Document, error) {
+	doc, err := routing.Parse("routing document of session "+st.Session, st.Routing)
+	if err != nil {
+		return nil, fmt.Errorf("the server sent a routing document this client cannot use:\n%w", err)
+	}
+	if doc.Session != st.Session || doc.Service != service {
+		return nil, fmt.Errorf("the server sent the routing document of session %q of service %q for session %q of service %q", doc.Session, doc.Service, st.Session, service)
+	}
+	return doc, nil
+}
 
 // Done is closed when the session ends; Err then says why.
 func (s *Session) Done() <-chan struct{} { return s.done }

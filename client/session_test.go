@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bearerkit/connect/client"
+	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/session"
@@ -105,6 +106,16 @@ func (ss *sessionServer) serve(n int, wc wire.Conn) {
 	}
 }
 
+// serverDoc is the routing document of a session inside the server.
+func serverDoc(id, service string) []byte {
+	b, err := routing.Generate(&routing.Document{Session: id, Service: service,
+		Links: []routing.Link{{Name: routing.ServerLinkName, Kind: routing.ServerLink}}})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 var nextSession struct {
 	sync.Mutex
 	n int
@@ -126,7 +137,7 @@ func answer(m session.Message) session.Message {
 		nextSession.n++
 		id := "s" + string(rune('0'+nextSession.n%10))
 		nextSession.Unlock()
-		return &session.SessionStarted{ID: m.ID, Session: id, Routing: []byte(`<routing session="` + id + `"/>`)}
+		return &session.SessionStarted{ID: m.ID, Session: id, Routing: serverDoc(id, m.Service)}
 	case *session.Call:
 		meth := echoDesc.Method(m.Method)
 		args, err := services.DecodeArgs(meth.Args, m.Args)
@@ -220,7 +231,8 @@ func TestSessionBasics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(string(s.Routing()), `<routing session="`+s.ID) || s.Service() != "example.echo" || s.Err() != nil {
+	if !strings.HasPrefix(string(s.Routing()), `<routing session="`+s.ID) || s.Service() != "example.echo" || s.Err() != nil ||
+		s.RoutingDocument().Session != s.ID || s.RoutingDocument().Link("server") == nil {
 		t.Fatalf("session %q routing %s", s.ID, s.Routing())
 	}
 
@@ -518,5 +530,52 @@ func TestSessionCloseEndsChannels(t *testing.T) {
 	checkClosed(t, c)
 	if _, err := c.StartSession(ctx, "example.echo"); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("StartSession after Close = %v", err)
+	}
+}
+
+// A routing document the client cannot use fails the start with a message
+// that says what is wrong, and the session is closed on the server.
+func TestStartSessionBadRouting(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		doc  func(id string) []byte
+		want string
+	}{
+		{"not XML", func(string) []byte { return []byte("<routing") }, "start session with example.echo: the server sent a routing document this client cannot use:\nrouting document of session bad1:1: "},
+		{"another session", func(string) []byte { return serverDoc("other", "example.echo") }, `start session with example.echo: the server sent the routing document of session "other" of service "example.echo" for session "bad2" of service "example.echo"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := "bad1"
+			if c.name == "another session" {
+				id = "bad2"
+			}
+			ss := newSessionServer(t, func(_ int, wc wire.Conn, m session.Message) bool {
+				if st, ok := m.(*session.StartSession); ok {
+					send(wc, &session.SessionStarted{ID: st.ID, Session: id, Routing: c.doc(id)})
+					return true
+				}
+				return false
+			})
+			c0 := sessionClient(t, ss)
+			ctx := ctxGuard(t)
+			_, err := c0.StartSession(ctx, "example.echo")
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Code != session.CodeServiceFault || !strings.HasPrefix(err.Error(), c.want) {
+				t.Fatalf("StartSession: %v\nwant prefix: %s", err, c.want)
+			}
+			for {
+				select {
+				case m := <-ss.requests:
+					if cl, ok := m.(*session.CloseSession); ok {
+						if cl.Session != id {
+							t.Fatalf("closed session %q, want %q", cl.Session, id)
+						}
+						return
+					}
+				case <-ctx.Done():
+					t.Fatal("the client did not close the session it cannot use")
+				}
+			}
+		})
 	}
 }

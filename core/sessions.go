@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/bearerkit/connect/bearers"
 	"github.com/bearerkit/connect/pluginhost"
+	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/services/serviceplugin"
@@ -507,17 +507,10 @@ func (cs *connSessions) describe(m *session.Describe) session.Message {
 }
 
 // serverRouting is the routing document of a session with a service inside
-// the server: everything goes over the server link. Provisional until the
-// routing package resolves a service's <routing> (docs/PROTOCOL.md).
-func serverRouting(sessionID, service string) []byte {
-	var b strings.Builder
-	b.WriteString(`<routing session="`)
-	xml.EscapeText(&b, []byte(sessionID))
-	b.WriteString(`" service="`)
-	xml.EscapeText(&b, []byte(service))
-	b.WriteString(`">` + "\n" + `  <link name="server" type="server"/>` + "\n" +
-		`  <route resource="*" link="server" linkType="server"/>` + "\n" + `</routing>` + "\n")
-	return []byte(b.String())
+// the server: everything goes over the server link (docs/ROUTING.md).
+func serverRouting(sessionID, service string) ([]byte, error) {
+	return routing.Generate(&routing.Document{Session: sessionID, Service: service,
+		Links: []routing.Link{{Name: routing.ServerLinkName, Kind: routing.ServerLink}}})
 }
 
 func (cs *connSessions) startSession(m *session.StartSession) session.Message {
@@ -546,8 +539,12 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	}()
 
 	id := uuid.NewString()
+	doc, err := serverRouting(id, hs.cfg.Name)
+	if err != nil { // a service name the document cannot carry
+		return session.NewError(m.ID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+	}
 	ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
-	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.c.clientID.String()})
+	err = p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.c.clientID.String()})
 	cancel()
 	if err != nil {
 		code, msg := callErrorCode(err)
@@ -562,7 +559,7 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 		return session.NewError(m.ID, session.CodeCanceled, "the connection is closing")
 	}
 	cs.log.Info("session started", "service", hs.cfg.Name, "session", id)
-	return &session.SessionStarted{ID: m.ID, Session: id, Routing: serverRouting(id, hs.cfg.Name)}
+	return &session.SessionStarted{ID: m.ID, Session: id, Routing: doc}
 }
 
 // addSession records a session the service accepted; nil when the

@@ -196,7 +196,7 @@ func TestSessionsCLI(t *testing.T) {
 	}
 	r = cl("describe", "example.echo", "--routing")
 	r.mustSucceed(t, "describe --routing")
-	if !strings.Contains(r.stdout, `service="example.echo"`) || !strings.Contains(r.stdout, `<route resource="*" link="server" linkType="server"/>`) {
+	if !strings.Contains(r.stdout, `service="example.echo"`) || !strings.Contains(r.stdout, `<link name="server" kind="server"/>`) {
 		t.Errorf("describe --routing:\n%s", r.stdout)
 	}
 	r = cl("--json", "describe", "example.echo")

@@ -21,7 +21,11 @@
 //     sessions each (each with its own client id).
 //
 //     go run ./bench/e2ecall [-calls 20000] [-warmup 2000] [-callers 64] [-time 3s]
-//     [-size 64] [-sessions 10000] [-per-client 100]
+//     [-size 64] [-sessions 10000] [-per-client 100] [-server-procs 0]
+//
+// A fifth path, the floor (floor.go), is three Go processes relaying the
+// same bytes over raw sockets: the least any design with the service in its
+// own process can take.
 //
 // It builds connectserver and the echo service example with `go build` into
 // a temporary directory (run it inside the checkout), starts the server on
@@ -82,12 +86,16 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "grpc-server" {
 		os.Exit(serveGRPC())
 	}
+	if len(os.Args) == 3 && strings.HasPrefix(os.Args[1], "floor-") {
+		os.Exit(serveFloor(os.Args[1], os.Args[2]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 type config struct {
 	calls, warmup, callers, size int
 	sessions, perClient          int
+	serverProcs                  int
 	limit, latLimit, memLimit    time.Duration
 	maxCalls                     int64
 }
@@ -105,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&cfg.maxCalls, "max", 10_000_000, "cap on the calls of one throughput run")
 	fs.IntVar(&cfg.sessions, "sessions", 10000, "idle sessions to open for the memory figure (0: skip)")
 	fs.IntVar(&cfg.perClient, "per-client", 100, fmt.Sprintf("sessions per client connection (at most %d, the server's limit)", maxPerClient))
+	fs.IntVar(&cfg.serverProcs, "server-procs", 0, "GOMAXPROCS of connectserver and its service plugins (0: Go's default, the number of CPUs)")
 	fs.DurationVar(&cfg.memLimit, "memtime", 120*time.Second, "cap on opening the idle sessions")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -113,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 || cfg.calls <= 0 || cfg.warmup < 0 || cfg.callers <= 0 || cfg.limit <= 0 || cfg.latLimit <= 0 || cfg.size < 1 || cfg.size > 1<<16 ||
-		cfg.maxCalls <= 0 || cfg.sessions < 0 || cfg.sessions > 1_000_000 || cfg.perClient <= 0 || cfg.perClient > maxPerClient || cfg.memLimit <= 0 {
+		cfg.maxCalls <= 0 || cfg.sessions < 0 || cfg.sessions > 1_000_000 || cfg.perClient <= 0 || cfg.perClient > maxPerClient || cfg.memLimit <= 0 || cfg.serverProcs < 0 {
 		fmt.Fprintf(stderr, "e2ecall: bad arguments (see -h): -calls, -callers, -time, -lattime, -memtime and -max must be positive, -size from 1 to 64KiB, -sessions from 0 to 1000000, -per-client from 1 to %d\n", maxPerClient)
 		return 2
 	}
@@ -124,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 
 	start := time.Now()
-	e := &env{stderr: stderr}
+	e := &env{stderr: stderr, serverProcs: cfg.serverProcs}
 	defer e.close()
 	context.AfterFunc(ctx, e.close) // on a signal or the cap, everything stops and the calls fail
 	if err := e.setup(ctx); err != nil {
@@ -183,8 +192,9 @@ func progress(w io.Writer, format string, args ...any) {
 
 // env holds the processes and the connections of the run.
 type env struct {
-	stderr io.Writer
-	dir    string // temporary: binaries, configuration, state, logs
+	stderr      io.Writer
+	serverProcs int    // GOMAXPROCS of connectserver and its plugins; 0: Go's default
+	dir         string // temporary: binaries, configuration, state, logs
 
 	server     *proc
 	pluginPID  int
@@ -193,6 +203,8 @@ type env struct {
 	bearer     bearers.Bearer
 	serverLog  string
 	grpcServer *proc
+	floor      []*proc // the floor's relay and echo processes (floor.go)
+	floorPool  *floorPool
 	cc         *grpc.ClientConn
 
 	mu      sync.Mutex
@@ -297,6 +309,9 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	defer logf.Close() // the child has its own descriptor
 	cmd := exec.Command(serverBin, "--config", cfgPath, "--state-dir", filepath.Join(dir, "state"))
+	if e.serverProcs > 0 { // the service plugin inherits it
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", e.serverProcs))
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	e.mu.Lock()
 	e.server, err = startProc(cmd)
@@ -451,9 +466,15 @@ func (e *env) close() {
 		e.mu.Lock()
 		clients := e.clients
 		e.clients = nil
-		server, grpcServer := e.server, e.grpcServer
+		server, grpcServer, floor, pool := e.server, e.grpcServer, e.floor, e.floorPool
 		e.mu.Unlock()
 		closeClients(clients)
+		if pool != nil {
+			pool.close()
+		}
+		for _, p := range floor {
+			p.stop(5 * time.Second)
+		}
 		if e.cc != nil {
 			e.cc.Close()
 		}
@@ -740,6 +761,13 @@ func (e *env) paths(ctx context.Context, cfg config) ([]path, error) {
 		}
 		return nil
 	}
+	pool, err := e.startFloor()
+	if err != nil {
+		return nil, fmt.Errorf("the floor's processes: %w", err)
+	}
+	e.mu.Lock()
+	e.floorPool = pool
+	e.mu.Unlock()
 	return []path{
 		{"grpc", "gRPC-Go unary echo, separate process (baseline)", func(ctx context.Context, _ int) error {
 			var out []byte
@@ -760,6 +788,9 @@ func (e *env) paths(ctx context.Context, cfg config) ([]path, error) {
 		{"ping", "control: client.Ping, wire Ping/Pong (no session layer, no payload)", func(ctx context.Context, _ int) error {
 			_, err := c.Ping(ctx)
 			return err
+		}},
+		{"floor", "floor: raw sockets, client → relay process (tcp) → echo process (unix) → back", func(_ context.Context, caller int) error {
+			return pool.call(caller, payload)
 		}},
 	}, nil
 }
@@ -847,4 +878,7 @@ func report(w io.Writer, cfg config, paths []path, lat latencies, thr map[string
 	fmt.Fprintf(w, "\nsummary: Connect end to end p50 %.2f× gRPC unary (goal ≤ 0.70×: %s), p99 %.2f×; %.2f× the calls/s with %d callers\n",
 		float64(pct(c, 50))/float64(pct(g, 50)), verdict, float64(pct(c, 99))/float64(pct(g, 99)),
 		thr["connect"].PerSec()/thr["grpc"].PerSec(), cfg.callers)
+	f := lat["floor"]
+	fmt.Fprintf(w, "floor: three processes with raw sockets take %.2f× gRPC unary at p50; Connect takes %.2f× the floor (p50 +%s)\n",
+		float64(pct(f, 50))/float64(pct(g, 50)), float64(pct(c, 50))/float64(pct(f, 50)), us(pct(c, 50)-pct(f, 50)))
 }

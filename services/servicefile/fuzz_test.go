@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/internal/testutil"
 )
 
 // FuzzParse feeds arbitrary documents to the parser. It must never panic; a
@@ -241,26 +241,10 @@ func checkData(n *DataNode, persistent bool) string {
 // TestFuzzSeeds keeps the seed corpus honest: seeds named valid_* parse into
 // a consistent Service, seeds named broken_* are rejected.
 func TestFuzzSeeds(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzParse", "*"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no seed corpus: %v", err)
-	}
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.SplitN(strings.TrimSpace(string(raw)), "\n", 2)
-		if len(lines) != 2 || lines[0] != "go test fuzz v1" ||
-			!strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
-			t.Fatalf("%s: not a fuzz corpus file", file)
-		}
-		data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		s, err := Parse("seed.xml", []byte(data))
-		switch name := filepath.Base(file); {
+	for _, seed := range testutil.ReadCorpus(t, filepath.Join("testdata", "fuzz", "FuzzParse")) {
+		data := seed.Data
+		s, err := Parse("seed.xml", data)
+		switch name := seed.Name; {
 		case strings.HasPrefix(name, "valid_") && err != nil:
 			t.Errorf("%s: %v", name, err)
 		case strings.HasPrefix(name, "valid_"):

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/internal/testutil"
 )
 
 const exampleFile = "../../examples/xml/mediaplayer.xml"
@@ -33,26 +34,6 @@ func problemLines(t *testing.T, err error) []string {
 		t.Errorf("Error() = %q, want the problems joined by newlines", err.Error())
 	}
 	return lines
-}
-
-func diffLines(t *testing.T, got, want []string) {
-	t.Helper()
-	if reflect.DeepEqual(got, want) {
-		return
-	}
-	t.Errorf("got %d problems, want %d", len(got), len(want))
-	for i := 0; i < max(len(got), len(want)); i++ {
-		var g, w string
-		if i < len(got) {
-			g = got[i]
-		}
-		if i < len(want) {
-			w = want[i]
-		}
-		if g != w {
-			t.Errorf("problem %d:\n got: %s\nwant: %s", i, g, w)
-		}
-	}
 }
 
 // Type constructors for expected models.
@@ -358,7 +339,7 @@ func TestBadFiles(t *testing.T) {
 			if s != nil {
 				t.Error("a Service returned together with problems")
 			}
-			diffLines(t, problemLines(t, err), want)
+			testutil.DiffLines(t, "problem", problemLines(t, err), want)
 		})
 	}
 }
@@ -439,7 +420,7 @@ func TestProblems(t *testing.T) {
 			if s != nil {
 				t.Error("a Service returned together with problems")
 			}
-			diffLines(t, problemLines(t, err), tt.want)
+			testutil.DiffLines(t, "problem", problemLines(t, err), tt.want)
 		})
 	}
 }
@@ -462,7 +443,7 @@ func TestAccepted(t *testing.T) {
 			"<service xmlns=\"urn:x\" xmlns:a=\"urn:a\" name=\"com.example.x-y_z\" version=\"10.20.30\">\r\n" +
 			"  <method name=\"_m9\" a:b=\"\"/>\r\n</service>\r\n"
 		_, err := Parse("n.xml", []byte(doc))
-		diffLines(t, problemLines(t, err), []string{`n.xml:4: method _m9 attribute "a:b" unknown (known: name, returns, description)`})
+		testutil.DiffLines(t, "problem", problemLines(t, err), []string{`n.xml:4: method _m9 attribute "a:b" unknown (known: name, returns, description)`})
 	})
 	t.Run("defaults and persistence", func(t *testing.T) {
 		s, err := Parse("d.xml", []byte(svc(`<data>
@@ -583,7 +564,7 @@ func TestLimits(t *testing.T) {
 				// Every field names an unknown type: that is not the test;
 				// see TestTypeDepth.
 			default:
-				diffLines(t, lines, []string{tt.want})
+				testutil.DiffLines(t, "problem", lines, []string{tt.want})
 			}
 		})
 	}
@@ -606,7 +587,7 @@ func TestTypeDepth(t *testing.T) {
 	}
 	fmt.Fprintf(&b, `<struct name="T%d"/>`, maxTypeDepth)
 	_, err := Parse("s.xml", []byte(svc(b.String())))
-	diffLines(t, problemLines(t, err), []string{
+	testutil.DiffLines(t, "problem", problemLines(t, err), []string{
 		`s.xml:2: struct T0: types nested more than 32 deep (a struct in a struct or a list counts one level)`})
 }
 
@@ -627,7 +608,7 @@ func TestLoad(t *testing.T) {
 		if s != nil {
 			t.Errorf("%s: a Service returned together with problems", tt.path)
 		}
-		diffLines(t, problemLines(t, err), []string{tt.want})
+		testutil.DiffLines(t, "problem", problemLines(t, err), []string{tt.want})
 	}
 }
 

@@ -282,6 +282,29 @@ func parseEndpoint(s string) (bearers.Endpoint, error) {
 	return ep, nil
 }
 
+// ValidName reports whether s is a name as service files define them (of
+// a method, event, argument, field or runtime-data node).
+func ValidName(s string) bool { return validName(s) }
+
+// ValidPath reports whether s is a dot path of names, as runtime data is
+// addressed ("player.volume").
+func ValidPath(s string) bool {
+	for {
+		i := strings.IndexByte(s, '.')
+		if i < 0 {
+			return validName(s)
+		}
+		if !validName(s[:i]) {
+			return false
+		}
+		s = s[i+1:]
+	}
+}
+
+// ValidateBearer checks a bearer type id as a service file must name it,
+// with an error that does not repeat the package name.
+func ValidateBearer(s string) error { return validateBearer(s) }
+
 // validateBearer checks a bearer type id, with an error that does not
 // repeat the package name.
 func validateBearer(s string) error {
