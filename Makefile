@@ -28,7 +28,9 @@ FUZZ_TARGETS := \
 	./internal/persist:FuzzDecode \
 	./session:FuzzDecode \
 	./services/serviceplugin:FuzzPathType \
-	./routing:FuzzParse
+	./routing:FuzzParse \
+	./tunnel:FuzzDecodeOpen \
+	./tunnel:FuzzParseProxyV2
 
 .PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
 
