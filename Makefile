@@ -32,7 +32,7 @@ FUZZ_TARGETS := \
 	./tunnel:FuzzDecodeOpen \
 	./tunnel:FuzzParseProxyV2
 
-.PHONY: all build test test-short lint fuzz fuzz-short bench bench-udp generate clean
+.PHONY: all build test test-short lint fuzz fuzz-short soak bench bench-udp generate clean
 
 all: build
 
@@ -64,6 +64,12 @@ fuzz:
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SHORTFUZZ) FUZZMINIMIZE=200x
+
+# The long soak: real applications (redis-cli, ssh) through the tunnel
+# while the link is cut SOAKCUTS times each. `make test` runs 20 cuts.
+SOAKCUTS ?= 500
+soak:
+	CONNECT_REQUIRE_SOAK=1 CONNECT_SOAK_CUTS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'Soak' -v ./tunnel/
 
 # Benchmarks print ratios against raw baselines measured in the same run;
 # figures are recorded in docs/BENCHMARKS.md.
