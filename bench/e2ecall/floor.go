@@ -143,10 +143,9 @@ type floorPool struct {
 }
 
 type floorConn struct {
-	c        net.Conn
-	r        *bufio.Reader
-	in, out  []byte
-	received []byte
+	c       net.Conn
+	r       *bufio.Reader
+	in, out []byte
 }
 
 func (p *floorPool) call(caller int, payload []byte) error {
