@@ -37,7 +37,7 @@ FUZZ_TARGETS := \
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/connectserver ./cmd/connectclient
+	$(GO) build -o $(BIN)/ ./cmd/connectserver ./cmd/connectclient ./cmd/remoteservicerunner
 	$(GO) build -o $(BIN)/connect-bearer-ws ./examples/wsbearer/cmd/connect-bearer-ws
 	$(GO) build -o $(BIN)/echoservice ./examples/echoservice
 

@@ -5,7 +5,8 @@
 // an ssl bearer presented), keeps the connection alive with pings and goes
 // back to Connecting when the connection or the registration fails.
 //
-// connectclient is built on this package; remoteservicerunner will be too.
+// connectclient is built on this package, and so is remoteservicerunner,
+// whose services a Provider serves for the server (provide.go).
 package client
 
 import (

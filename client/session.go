@@ -130,6 +130,9 @@ type ServiceInfo struct {
 	Available bool `json:"available"`
 	// Problem says why the service is unavailable or degraded.
 	Problem string `json:"problem,omitempty"`
+	// Runner names the runner of a remote service ("NAME (client ID)");
+	// empty for a service inside the server.
+	Runner string `json:"runner,omitempty"`
 }
 
 // Event is an event a service emitted, received through Subscribe.
@@ -185,6 +188,7 @@ type sessLink struct {
 	pending  map[uint64]*pendingReq
 	sessions map[string]*Session
 	descs    map[string]*described
+	runner   runnerHandler // serves the server's runner requests, once the client provides services (provide.go)
 }
 
 type pendingReq struct {
@@ -315,6 +319,9 @@ func (sl *sessLink) handle(payload []byte) {
 				p.ch <- session.NewError(de.ID, session.CodeInternal, "the server's answer does not decode: "+err.Error())
 			}
 		}
+		if h := sl.runnerHandler(); h != nil && errors.As(err, &de) && de.ID != 0 && de.Kind.IsRunnerRequest() {
+			h.badRequest(de.ID, err)
+		}
 		sl.log.Warn("bad session message from the server; ignored", "error", err)
 		return
 	}
@@ -352,6 +359,9 @@ func (sl *sessLink) handle(payload []byte) {
 			s.end(&SessionEndedError{Session: s.ID, Service: s.service, Reason: "the server ended it: " + m.Reason})
 		}
 	default:
+		if h := sl.runnerHandler(); h != nil && h.handle(m) {
+			return
+		}
 		sl.log.Warn("the server sent a session request; ignored", "kind", m.Kind().String())
 	}
 }
@@ -387,7 +397,7 @@ func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
 		}
 		out = make([]ServiceInfo, len(list.Services))
 		for i, e := range list.Services {
-			out[i] = ServiceInfo{Name: e.Name, Version: e.Version, Description: e.Description, Available: e.Available, Problem: e.Problem}
+			out[i] = ServiceInfo{Name: e.Name, Version: e.Version, Description: e.Description, Available: e.Available, Problem: e.Problem, Runner: e.Runner}
 		}
 		return nil
 	})
@@ -524,6 +534,19 @@ func (s *Session) Routing() []byte { return bytes.Clone(s.routing) }
 // RoutingDocument returns the session's routing document, parsed
 // (docs/ROUTING.md). The caller must not change it.
 func (s *Session) RoutingDocument() *routing.Document { return s.doc }
+
+// DirectLinks reports whether the session's routing document names direct
+// links to the service's runner. This client does not open them yet: every
+// message of every session goes over the server link, which relays it
+// (docs/STATUS.md, issue 4).
+func (s *Session) DirectLinks() bool {
+	for _, l := range s.doc.Links {
+		if l.Kind == routing.DirectLink {
+			return true
+		}
+	}
+	return false
+}
 
 // checkRouting parses the routing document of a session just started with
 // service and checks that it is this session's.

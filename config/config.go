@@ -75,6 +75,11 @@ type Server struct {
 	Services []Service
 	// Policy holds the access rules; nil when the file has none.
 	Policy *Policy
+	// RemoteServices says which clients may provide services as runners
+	// (remoteservicerunner); nil when the file has no <remoteServices>:
+	// then every authenticated client may. Its rules select clients like
+	// the policy's; Methods and When are always empty.
+	RemoteServices *Policy
 	// Configuration holds the named configuration groups that the built-in
 	// Configuration service publishes as runtime data.
 	Configuration []ConfigGroup

@@ -26,7 +26,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration", "policy"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration", "policy", "remoteServices"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -263,6 +263,8 @@ func (p *parser) server(rn *node) *Server {
 			s.Configuration = p.configuration(n)
 		case "policy":
 			s.Policy = p.policy(n)
+		case "remoteServices":
+			s.RemoteServices = p.remoteServices(n) // remote.go
 		}
 	})
 	if len(adapters) == 0 {

@@ -37,8 +37,8 @@ func httpError(w http.ResponseWriter, code int, format string, args ...any) {
 
 // service finds a running service for an HTTP request, or answers the error.
 func (s *Server) service(w http.ResponseWriter, name string) (*hostedService, bool) {
-	hs, ok := s.services[name]
-	if !ok {
+	hs := s.lookupService(name)
+	if hs == nil {
 		httpError(w, http.StatusNotFound, "no service %q (GET /servicedescriptions lists them)", name)
 		return nil, false
 	}

@@ -82,6 +82,8 @@ type Server struct {
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	closeErr error
+
+	remote remoteRegistry // the services runners provide (remote.go)
 }
 
 type adapter struct {

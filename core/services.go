@@ -29,7 +29,7 @@ type hostedService struct {
 	events atomic.Uint64
 
 	mu      sync.Mutex
-	plugin  *pluginhost.ServicePlugin // nil until started, or if it failed
+	plugin  serviceBackend // nil until started, if it failed, or while a remote service's runner is gone
 	desc    *servicefile.Service
 	data    *services.DataTree
 	pending []serviceplugin.DataUpdate // updates received before data exists
@@ -39,6 +39,8 @@ type hostedService struct {
 	dirty      bool     // persistent data changed since the last save
 
 	sess sessionSet // open client sessions (sessions.go)
+
+	remote *remoteState // set for a service a runner provides (remote.go)
 }
 
 // ServiceInfo describes a hosted service for /servicedescriptions and /healthz.
@@ -48,6 +50,7 @@ type ServiceInfo struct {
 	Builtin  string                    `json:"builtin,omitempty"`
 	Plugin   string                    `json:"plugin,omitempty"`
 	Status   *pluginhost.ServiceStatus `json:"status,omitempty"`
+	Remote   *RemoteInfo               `json:"remote,omitempty"` // the runner of a remote service
 	Error    string                    `json:"error,omitempty"`
 	Calls    uint64                    `json:"calls"`
 	Failures uint64                    `json:"failures"`
@@ -99,7 +102,7 @@ func (hs *hostedService) started(p *pluginhost.ServicePlugin) error {
 	return nil
 }
 
-func (hs *hostedService) current() (*pluginhost.ServicePlugin, *servicefile.Service, string) {
+func (hs *hostedService) current() (serviceBackend, *servicefile.Service, string) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.plugin, hs.desc, hs.failed
@@ -181,14 +184,17 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 
 // Services lists the hosted services, sorted by name.
 func (s *Server) Services() []ServiceInfo {
-	out := make([]ServiceInfo, 0, len(s.services))
-	for _, hs := range s.services {
+	all := s.allServices()
+	out := make([]ServiceInfo, 0, len(all))
+	for _, hs := range all {
 		p, desc, failed := hs.current()
 		si := ServiceInfo{Name: hs.cfg.Name, Builtin: hs.cfg.Builtin, Plugin: hs.cfg.Plugin, Error: failed,
-			Calls: hs.calls.Load(), Failures: hs.errors.Load(), Events: hs.events.Load()}
+			Calls: hs.calls.Load(), Failures: hs.errors.Load(), Events: hs.events.Load(), Remote: hs.remoteInfo()}
 		if p != nil {
 			st := p.Status()
 			si.Status, si.Version = &st, desc.Version
+		} else if desc != nil {
+			si.Version = desc.Version // a remote service whose runner is away
 		}
 		out = append(out, si)
 	}

@@ -140,7 +140,7 @@ func (hs *hostedService) onSessionLost(id string, err error) {
 // Sessions lists the open sessions, by service then start time.
 func (s *Server) Sessions() []SessionInfo {
 	var out []SessionInfo
-	for _, hs := range s.services {
+	for _, hs := range s.allServices() {
 		hs.sess.mu.RLock()
 		for _, cs := range hs.sess.m {
 			out = append(out, cs.info())
@@ -172,6 +172,8 @@ type connSessions struct {
 
 	running atomic.Int32
 	warn    rateLimit
+
+	runner atomic.Pointer[runnerLink] // set once the client provides a service (remote.go)
 
 	mu       sync.Mutex
 	closed   bool
@@ -223,6 +225,7 @@ func (c *clientConn) closeSessions() {
 		return
 	}
 	cs.cancel()
+	cs.endRunner() // its remote services become unavailable (remote.go)
 	c.close()
 	cs.mu.Lock()
 	cs.closed = true
@@ -286,6 +289,7 @@ func (cs *connSessions) handle(payload []byte) {
 			}
 			cs.answer(session.NewError(de.ID, code, err.Error()))
 		}
+		cs.runnerDecodeError(de) // an answer of a runner that does not decode (remote.go)
 		cs.warnf("bad session message from the client; ignored", "error", err)
 		return
 	}
@@ -313,6 +317,10 @@ func (cs *connSessions) handle(payload []byte) {
 		if cancel != nil {
 			cancel(errors.New("the client cancelled the call"))
 		}
+	case *session.ProvideService:
+		cs.spawn(m.ID, func() session.Message { return cs.provide(m) }) // remote.go
+	case session.Response, session.RunnerNotification:
+		cs.fromRunner(m) // remote.go
 	default:
 		cs.warnf("the client sent a session message only a server sends; ignored", "kind", m.Kind().String())
 	}
@@ -452,9 +460,9 @@ func (cs *connSessions) write(b []byte) bool {
 }
 
 // service finds a hosted service that can take requests now.
-func (cs *connSessions) service(id uint64, name string) (*hostedService, *pluginhost.ServicePlugin, *session.Error) {
-	hs, ok := cs.s.services[name]
-	if !ok {
+func (cs *connSessions) service(id uint64, name string) (*hostedService, serviceBackend, *session.Error) {
+	hs := cs.s.lookupService(name)
+	if hs == nil {
 		return nil, nil, session.NewError(id, session.CodeUnknownService,
 			fmt.Sprintf("no service %q on this server (services: %s)", name, cs.s.serviceNames()))
 	}
@@ -469,9 +477,10 @@ func (cs *connSessions) service(id uint64, name string) (*hostedService, *plugin
 }
 
 func (s *Server) serviceNames() string {
-	names := make([]string, 0, len(s.services))
-	for n := range s.services {
-		names = append(names, n)
+	all := s.allServices()
+	names := make([]string, 0, len(all))
+	for _, hs := range all {
+		names = append(names, hs.cfg.Name)
 	}
 	if len(names) == 0 {
 		return "none"
@@ -484,7 +493,10 @@ func (cs *connSessions) listServices(m *session.ListServices) session.Message {
 	out := &session.ServiceList{ID: m.ID}
 	for _, si := range cs.s.Services() {
 		e := session.ServiceEntry{Name: si.Name, Version: si.Version, Problem: session.CutText(si.Error, session.MaxText)}
-		if hs := cs.s.services[si.Name]; hs != nil {
+		if si.Remote != nil {
+			e.Runner = session.CutText(si.Remote.Runner, session.MaxText)
+		}
+		if hs := cs.s.lookupService(si.Name); hs != nil {
 			if p, desc, _ := hs.current(); p != nil {
 				e.Available = true
 				e.Description = session.CutText(desc.Description, session.MaxText)
@@ -499,6 +511,9 @@ func (cs *connSessions) listServices(m *session.ListServices) session.Message {
 }
 
 func (cs *connSessions) describe(m *session.Describe) session.Message {
+	if xml := cs.s.remoteXML(m.Service); xml != nil { // known even while its runner is away (remote.go)
+		return &session.Description{ID: m.ID, XML: xml}
+	}
 	_, p, e := cs.service(m.ID, m.Service)
 	if e != nil {
 		return e
@@ -539,12 +554,12 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	}()
 
 	id := uuid.NewString()
-	doc, err := serverRouting(id, hs.cfg.Name)
-	if err != nil { // a service name the document cannot carry
-		return session.NewError(m.ID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+	doc, e := cs.sessionRouting(m.ID, hs, id) // remote.go
+	if e != nil {
+		return e
 	}
 	ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
-	err = p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.c.clientID.String()})
+	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.c.clientID.String()})
 	cancel()
 	if err != nil {
 		code, msg := callErrorCode(err)

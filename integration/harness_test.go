@@ -23,6 +23,7 @@ import (
 var bin struct {
 	dir                                   string
 	server, client, wsBearer, echoService string
+	runner                                string
 }
 
 func TestMain(m *testing.M) {
@@ -36,11 +37,13 @@ func TestMain(m *testing.M) {
 	bin.client = filepath.Join(dir, "connectclient")
 	bin.wsBearer = filepath.Join(dir, "connect-bearer-ws")
 	bin.echoService = filepath.Join(dir, "echoservice")
+	bin.runner = filepath.Join(dir, "remoteservicerunner")
 	for out, pkg := range map[string]string{
 		bin.server:      "github.com/bearerkit/connect/cmd/connectserver",
 		bin.client:      "github.com/bearerkit/connect/cmd/connectclient",
 		bin.wsBearer:    "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
 		bin.echoService: "github.com/bearerkit/connect/examples/echoservice",
+		bin.runner:      "github.com/bearerkit/connect/cmd/remoteservicerunner",
 	} {
 		args := []string{"build", "-o", out}
 		if raceEnabled {

@@ -51,7 +51,7 @@ func newMessage(k Kind) Message {
 	case KindSessionClosed:
 		return &SessionClosed{}
 	}
-	return nil
+	return newRemoteMessage(k)
 }
 
 // Check validates m as Encode does, without encoding it.
@@ -97,7 +97,7 @@ func Decode(b []byte) (Message, error) {
 	m := newMessage(k)
 	if m == nil {
 		de := &DecodeError{Kind: k, Field: "kind", Err: fmt.Errorf("%w 0x%02x", ErrUnknownKind, b[0])}
-		if k.IsRequest() || k.IsResponse() {
+		if k.IsRequest() || k.IsResponse() || k.IsRunnerRequest() {
 			de.ID = peekID(b[1:])
 		}
 		return nil, de
@@ -107,7 +107,7 @@ func Decode(b []byte) (Message, error) {
 		if tag == 0 {
 			de.Field = "fields"
 		}
-		if (k.IsRequest() || k.IsResponse()) && k != KindCancel {
+		if k.hasID() {
 			de.ID = peekID(b[1:])
 		}
 		return nil, de

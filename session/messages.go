@@ -310,6 +310,9 @@ type ServiceEntry struct {
 	Description string // tag 3, ≤ MaxText
 	Available   bool   // tag 4: the service accepts sessions now
 	Problem     string // tag 5, ≤ MaxText: why it is unavailable
+	// Runner, for a remote service, names the runner that provides it
+	// ("NAME (client ID)"); empty for a service inside the server.
+	Runner string // tag 6, ≤ MaxText
 }
 
 // Description answers Describe: the text of the service file.
@@ -399,7 +402,7 @@ var (
 	namesCancel      = []string{1: "target"}
 	namesError       = []string{1: "id", 2: "code", 3: "message"}
 	namesServiceList = []string{1: "id", 2: "service"}
-	namesEntry       = []string{1: "name", 2: "version", 3: "description", 4: "available", 5: "problem"}
+	namesEntry       = []string{1: "name", 2: "version", 3: "description", 4: "available", 5: "problem", 6: "runner"}
 	namesDescription = []string{1: "id", 2: "xml"}
 	namesStarted     = []string{1: "id", 2: "session", 3: "routing"}
 	namesResult      = []string{1: "id", 2: "value"}
@@ -876,7 +879,8 @@ func (e *ServiceEntry) appendFields(dst []byte) []byte {
 	dst = appendString(dst, 2, e.Version)
 	dst = appendString(dst, 3, e.Description)
 	dst = appendBool(dst, 4, e.Available)
-	return appendString(dst, 5, e.Problem)
+	dst = appendString(dst, 5, e.Problem)
+	return appendString(dst, 6, e.Runner)
 }
 
 // decode decodes a nested entry; its errors name the entry's field.
@@ -885,7 +889,7 @@ func (e *ServiceEntry) decode(b []byte) error {
 	var seen uint8
 	for r.Next() {
 		f := r.Field()
-		if f.Tag >= 1 && f.Tag <= 5 {
+		if f.Tag >= 1 && f.Tag <= 6 {
 			if seen&(1<<f.Tag) != 0 {
 				return fmt.Errorf("%s: %w", namesEntry[f.Tag], ErrDuplicateField)
 			}
@@ -903,6 +907,8 @@ func (e *ServiceEntry) decode(b []byte) error {
 			e.Available, err = f.Bool()
 		case 5:
 			err = text(f, MaxText, &e.Problem)
+		case 6:
+			err = text(f, MaxText, &e.Runner)
 		}
 		if err != nil {
 			return fmt.Errorf("%s at entry offset %d: %w", name(namesEntry, f.Tag), f.Offset, err)
@@ -921,7 +927,7 @@ func (e *ServiceEntry) check() error {
 	for _, c := range []struct {
 		name, s string
 		max     int
-	}{{"version", e.Version, MaxVersion}, {"description", e.Description, MaxText}, {"problem", e.Problem, MaxText}} {
+	}{{"version", e.Version, MaxVersion}, {"description", e.Description, MaxText}, {"problem", e.Problem, MaxText}, {"runner", e.Runner, MaxText}} {
 		if err := checkText(c.s, c.max); err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,7 +26,7 @@ func samples() []struct {
 	name string
 	m    Message
 } {
-	return []struct {
+	return append([]struct {
 		name string
 		m    Message
 	}{
@@ -46,6 +47,7 @@ func samples() []struct {
 		{"service-list", &ServiceList{ID: 1, Services: []ServiceEntry{
 			{Name: "example.echo", Version: "1.0", Description: "Echoes; ü", Available: true},
 			{Name: "demo", Problem: "plugin did not start"},
+			{Name: "sensor.hub", Version: "2.0", Available: true, Runner: "remoteservicerunner (client 1e9699ae-33d3-44db-a95a-6346e03625ef)"},
 		}}},
 		{"service-list-empty", &ServiceList{ID: 1}},
 		{"description", &Description{ID: 2, XML: []byte(`<service name="x" version="1.0"/>`)}},
@@ -59,7 +61,7 @@ func samples() []struct {
 		{"events-lost", &EventsLost{Session: sid, Count: 44}},
 		{"data-change", &DataChange{Session: sid, Watch: 9, Path: "meter.level", Value: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{"session-closed", &SessionClosed{Session: sid, Reason: "the restarted service refused to reopen the session"}},
-	}
+	}, remoteSamples()...)
 }
 
 // normalize maps empty slices to nil, as a decoder returns them.
@@ -260,6 +262,7 @@ func seedCorpus() map[string][]byte {
 	seeds["bad-truncated"] = []byte{byte(KindCall), 1, 1, 7, 3, 10, 'a'}
 	seeds["bad-duplicate"] = append(append([]byte{byte(KindOK)}, id...), id...)
 	seeds["bad-entry"] = append([]byte{byte(KindServiceList)}, append(id, 2, 3, 4, 1, 2)...)
+	maps.Copy(seeds, remoteBadSeeds())
 	return seeds
 }
 

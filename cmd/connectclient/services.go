@@ -51,7 +51,7 @@ func serviceCommand(o *options, cmd string, args []string, stdout, stderr io.Wri
 		if o.xml && o.routing {
 			return cli.Usagef("--xml and --routing exclude each other")
 		}
-		run = func(ctx context.Context, c *client.Client) error { return describe(ctx, o, c, args[0], stdout) }
+		run = func(ctx context.Context, c *client.Client) error { return describe(ctx, o, c, args[0], stdout, stderr) }
 	case "call":
 		if len(args) < 1 {
 			return cli.Usagef("usage: call SERVICE.METHOD [name=value]...")
@@ -143,6 +143,12 @@ func listServices(ctx context.Context, o *options, c *client.Client, stdout io.W
 			status = "unavailable"
 		}
 		desc := s.Description
+		if s.Runner != "" {
+			status += ", remote"
+			if s.Available {
+				desc = strings.TrimSpace(desc + " (runner " + s.Runner + ")")
+			}
+		}
 		if s.Problem != "" {
 			desc = strings.TrimSpace(desc + " (" + s.Problem + ")")
 		}
@@ -210,7 +216,7 @@ func signature(fs []*servicefile.Field) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-func describe(ctx context.Context, o *options, c *client.Client, service string, stdout io.Writer) error {
+func describe(ctx context.Context, o *options, c *client.Client, service string, stdout, stderr io.Writer) error {
 	rctx, cancel := request(ctx, o)
 	defer cancel()
 	xmlText, desc, err := c.Describe(rctx, service)
@@ -224,6 +230,9 @@ func describe(ctx context.Context, o *options, c *client.Client, service string,
 			return err
 		}
 		routing = s.Routing()
+		if s.DirectLinks() {
+			fmt.Fprintln(stderr, "connectclient: note: the document names direct links, which this client does not open yet: everything goes through the server link")
+		}
 		s.Close()
 	}
 	if o.json {
