@@ -23,9 +23,13 @@ import (
 var bin struct {
 	dir                                   string
 	server, client, wsBearer, echoService string
+	ledger                                string // the resume tests' service (resume_test.go)
 }
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(resumeHelper(mode)) // this binary re-executed as a client process (resume_helper_test.go)
+	}
 	dir, err := os.MkdirTemp("", "connect-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -36,7 +40,9 @@ func TestMain(m *testing.M) {
 	bin.client = filepath.Join(dir, "connectclient")
 	bin.wsBearer = filepath.Join(dir, "connect-bearer-ws")
 	bin.echoService = filepath.Join(dir, "echoservice")
+	bin.ledger = filepath.Join(dir, "ledger")
 	for out, pkg := range map[string]string{
+		bin.ledger:      "github.com/bearerkit/connect/integration/ledger",
 		bin.server:      "github.com/bearerkit/connect/cmd/connectserver",
 		bin.client:      "github.com/bearerkit/connect/cmd/connectclient",
 		bin.wsBearer:    "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
@@ -114,7 +120,8 @@ type server struct {
 type serverConfig struct {
 	extra    string // more elements inside <connectserver>
 	adapters []string
-	stateDir string // default: a new one under the test's temporary directory
+	stateDir string   // default: a new one under the test's temporary directory
+	args     []string // more command-line flags
 }
 
 // startServer writes the configuration, starts connectserver with it and
@@ -133,7 +140,7 @@ func startServer(t *testing.T, cfg serverConfig, wantHealthy bool) *server {
 	if cfg.stateDir != "" {
 		s.stateDir = cfg.stateDir
 	}
-	s.cmd = exec.Command(bin.server, "--config", path, "--state-dir", s.stateDir)
+	s.cmd = exec.Command(bin.server, append([]string{"--config", path, "--state-dir", s.stateDir}, cfg.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
