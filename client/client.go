@@ -5,6 +5,11 @@
 // an ssl bearer presented), keeps the connection alive with pings and goes
 // back to Connecting when the connection or the registration fails.
 //
+// Over a stream bearer the client carries its sessions in one resume stream
+// (package resume) that outlives the connections: a link break costs a
+// reconnection, not the sessions (see Session). With Config.StateFile the
+// sessions also survive a restart of the client (Client.Reclaimed).
+//
 // connectclient is built on this package, and so is remoteservicerunner,
 // whose services a Provider serves for the server (provide.go).
 package client
@@ -23,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/wire"
 )
 
@@ -77,6 +83,21 @@ type Config struct {
 	// on every state change, with the error that caused a fall back to
 	// Connecting. It must not block.
 	OnState func(to State, err error)
+	// Resume tunes the resume stream that carries the sessions over a
+	// stream bearer. Nil means resume.DefaultConfig() with the keepalive
+	// interval and dead-path window the server announces in its Welcome,
+	// and RetryMin and RetryMax above. Its Logger defaults to Logger.
+	Resume *resume.Config
+	// NoResume carries the session layer directly on each connection, as
+	// over a datagram bearer: sessions end with their connection.
+	NoResume bool
+	// StateFile, if set, is the file in which the client keeps the id and
+	// secret of each open session (JSON, mode 0600, rewritten as sessions
+	// open and end), so that a client restarted with the same file and
+	// client id reclaims them: the server restores those it still holds
+	// and ends every other session of the client id (Client.Reclaimed).
+	// One process per file. Needs a stream bearer.
+	StateFile string
 	// Logger; default discards.
 	Logger *slog.Logger
 }
@@ -94,6 +115,10 @@ type RejectError struct {
 func (e *RejectError) Error() string {
 	return fmt.Sprintf("server rejected the registration (%v): %s", e.Code, e.Message)
 }
+
+// Permanent reports whether retrying cannot help (the resume stream then
+// stops redialing).
+func (e *RejectError) Permanent() bool { return !e.Retryable }
 
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("client: closed")
@@ -115,10 +140,16 @@ type Client struct {
 
 	nextPing atomic.Uint64
 
+	store     *stateStore     // Config.StateFile; nil without
+	reclaimed []ReclaimResult // what the first stream's reclaim gave
+	replaced  atomic.Bool     // a newer connection took our client id
+
 	mu      sync.Mutex
 	state   State
 	link    *link         // current registered link, nil unless Connected
-	changed chan struct{} // closed and replaced on every state change
+	sl      *sessLink     // current session layer (the stream's or the link's); nil when none
+	stream  *clientStream // current resume stream; nil without
+	changed chan struct{} // closed and replaced on every state change (and session layer change)
 	lastErr error
 }
 
@@ -147,9 +178,31 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.StateFile != "" {
+		if cfg.NoResume || cfg.Bearer.Info().Capabilities.Has(bearers.Datagram) {
+			return nil, errors.New("client: a state file needs sessions on a resume stream (a stream bearer, without NoResume)")
+		}
+		st, err := openStateStore(cfg.StateFile, cfg.ClientID, c.log)
+		if err != nil {
+			return nil, err
+		}
+		c.store = st
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.OnState != nil {
 		cfg.OnState(Connecting, nil) // the initial state is reported too
+	}
+	if c.resumable() {
+		cs, err := c.establish(ctx)
+		if err != nil {
+			c.setState(Closed, err)
+			c.cancel()
+			c.store.close()
+			return nil, err
+		}
+		c.wg.Add(1)
+		go c.runStreams(cs)
+		return c, nil
 	}
 	l, err := c.connect(ctx)
 	if err != nil {
@@ -171,8 +224,7 @@ func (c *Client) setState(s State, err error) {
 	if err != nil {
 		c.lastErr = err
 	}
-	close(c.changed)
-	c.changed = make(chan struct{})
+	c.notifyLocked()
 	c.mu.Unlock()
 	c.log.Debug("client state", "state", s, "error", err)
 	if c.cfg.OnState != nil {
@@ -239,10 +291,13 @@ func giveUp(attempts int, last error, ctx context.Context) error {
 	return fmt.Errorf("giving up after %d attempt(s) (%w); last: %w", attempts, ctx.Err(), last)
 }
 
-// start makes l the current link and runs its reader and keepalive.
+// start makes l the current link and runs its reader and keepalive, with
+// the session layer on the link (no resume stream).
 func (c *Client) start(l *link) {
+	l.sess = newLinkSessions(l, c.log)
 	c.mu.Lock()
-	c.link = l
+	c.link, c.sl = l, l.sess
+	c.notifyLocked()
 	c.mu.Unlock()
 	c.setState(Connected, nil)
 	c.wg.Add(1)
@@ -257,6 +312,9 @@ func (c *Client) run(l *link) {
 	c.mu.Lock()
 	if c.link == l {
 		c.link = nil
+	}
+	if c.sl == l.sess {
+		c.sl = nil
 	}
 	c.mu.Unlock()
 	if c.ctx.Err() != nil {
@@ -306,8 +364,13 @@ func (c *Client) current(ctx context.Context) (*link, error) {
 }
 
 // Ping measures one round trip to the server. On a datagram bearer the ping
-// is retransmitted until answered or ctx ends.
+// is retransmitted until answered or ctx ends. Over a resume stream it
+// travels ahead of queued session messages, and waits for the stream to
+// reconnect if it must.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	if c.resumable() {
+		return c.pingStream(ctx)
+	}
 	l, err := c.current(ctx)
 	if err != nil {
 		return 0, err
@@ -317,16 +380,55 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 
 // Close says goodbye to the server, closes the connection and stops every
 // goroutine of the client. Idempotent.
+//
+// Over a resume stream, Close ends the stream, so that the server ends the
+// client's sessions at once (and the state file, if any, ends up empty).
 func (c *Client) Close() error {
+	// Cancel first: run does not start a reconnect, and a stream being
+	// opened either is published before the lock below or sees the
+	// cancellation and closes itself.
+	c.cancel()
 	c.mu.Lock()
-	l := c.link
+	l, cs := c.link, c.stream
 	c.mu.Unlock()
-	c.cancel() // before closing the link, so that run does not start a reconnect
-	if l != nil {
+	if cs != nil {
+		cs.st.Close() // tells the server, and closes the connection
+	} else if l != nil {
 		l.goodbye()
 		l.close()
 	}
 	c.setState(Closed, nil)
 	c.wg.Wait()
+	c.store.close()
 	return nil
+}
+
+// notifyLocked wakes whoever waits for a change; c.mu is held.
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// sessionLayer waits until the client has a session layer (a live stream,
+// or a Connected link) and returns it.
+func (c *Client) sessionLayer(ctx context.Context) (*sessLink, error) {
+	for {
+		c.mu.Lock()
+		sl, st, ch, lastErr := c.sl, c.state, c.changed, c.lastErr
+		c.mu.Unlock()
+		if sl != nil && !sl.ended() {
+			return sl, nil
+		}
+		if st == Closed {
+			if lastErr != nil {
+				return nil, fmt.Errorf("%w: %v", ErrClosed, lastErr)
+			}
+			return nil, ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("not connected (%v): %w", lastErr, ctx.Err())
+		}
+	}
 }

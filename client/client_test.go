@@ -319,8 +319,12 @@ func udpBearer(t *testing.T) bearers.Bearer {
 	return b
 }
 
+// config is a client of a fake server that speaks the protocol by hand:
+// registration, pings and sessions on the connection, without resume
+// streams (those are tested against the real server, resume_test.go).
 func config(s *fakeServer, b bearers.Bearer, rec *recorder) client.Config {
 	return client.Config{
+		NoResume:            true,
 		Server:              s.ep,
 		Bearer:              b,
 		ClientID:            uuid.New(),

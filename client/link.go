@@ -57,7 +57,6 @@ func (c *Client) attempt(ctx context.Context) (*link, error) {
 		return nil, err
 	}
 	l.welcome = w
-	l.sess = newSessLink(l, c.log)
 	return l, nil
 }
 
@@ -126,24 +125,24 @@ func (l *link) serve(ctx context.Context) (err error) {
 	defer func() { l.sess.end(err) }()
 	stop := context.AfterFunc(ctx, func() { l.bc.SetReadDeadline(time.Now()) })
 	defer stop()
-	interval := time.Duration(l.welcome.PingIntervalMillis) * time.Millisecond
-	if interval <= 0 {
-		interval = wire.DefaultPingIntervalMillis * time.Millisecond // docs/PROTOCOL.md, "Keepalive"
-	}
+	// docs/PROTOCOL.md, "Keepalive"; a datagram Ping or Pong may be lost,
+	// so never less than three intervals here.
+	interval := l.welcome.PingInterval()
+	window := max(l.welcome.PingWindow(), 3*interval)
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go l.keepalive(kctx, interval)
 	for {
-		// The server pings nothing yet; our own keepalive pongs keep the
-		// read side busy, so three silent intervals mean a dead path.
-		l.bc.SetReadDeadline(time.Now().Add(3 * interval))
+		// Our own keepalive pongs keep the read side busy, so a silent
+		// window means a dead path.
+		l.bc.SetReadDeadline(time.Now().Add(window))
 		m, err := l.wc.ReadMessage()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if isTimeout(err) {
-				return fmt.Errorf("no traffic from the server for %s", 3*interval)
+				return fmt.Errorf("no traffic from the server for %s", window)
 			}
 			return err
 		}

@@ -240,7 +240,9 @@ func (p *Provider) Close() error {
 	return nil
 }
 
-// run serves each connection of c in turn.
+// run serves each session layer of c in turn: the client's resume stream
+// (which outlives its connections, so the services stay provided across
+// link breaks), or each connection's over a datagram bearer.
 func (p *Provider) run(c *Client) {
 	defer func() {
 		p.mu.Lock()
@@ -248,14 +250,14 @@ func (p *Provider) run(c *Client) {
 		p.mu.Unlock()
 		p.wg.Wait()
 	}()
-	var prev *link
+	var prev *sessLink
 	for {
-		l, err := c.nextLink(p.ctx, prev)
+		sl, err := c.nextSessionLayer(p.ctx, prev)
 		if err != nil {
 			return
 		}
-		prev = l
-		p.serve(l)
+		prev = sl
+		p.serve(sl)
 	}
 }
 
@@ -275,14 +277,15 @@ func (p *Provider) goroutine(f func()) bool {
 	return true
 }
 
-// nextLink waits until the client is Connected on a link other than prev.
-func (c *Client) nextLink(ctx context.Context, prev *link) (*link, error) {
+// nextSessionLayer waits until the client is Connected with a session
+// layer other than prev.
+func (c *Client) nextSessionLayer(ctx context.Context, prev *sessLink) (*sessLink, error) {
 	for {
 		c.mu.Lock()
-		l, st, ch := c.link, c.state, c.changed
+		sl, st, ch := c.sl, c.state, c.changed
 		c.mu.Unlock()
-		if st == Connected && l != nil && l != prev {
-			return l, nil
+		if st == Connected && sl != nil && sl != prev && !sl.ended() {
+			return sl, nil
 		}
 		if st == Closed {
 			return nil, ErrClosed
@@ -465,10 +468,9 @@ type provLink struct {
 	calls    map[uint64]context.CancelCauseFunc // running calls by request id
 }
 
-// serve provides the services on one connection and then sends their
+// serve provides the services on one session layer and then sends their
 // events and runtime data until it ends.
-func (p *Provider) serve(l *link) {
-	sl := l.sess
+func (p *Provider) serve(sl *sessLink) {
 	pl := &provLink{p: p, sl: sl, live: map[string]bool{}, sessions: map[string]*provided{}, calls: map[uint64]context.CancelCauseFunc{}}
 	pl.ctx, pl.cancel = context.WithCancel(p.ctx)
 	defer pl.end()
@@ -567,7 +569,7 @@ func (pl *provLink) writer() {
 
 // send writes one message; false when the connection is lost.
 func (pl *provLink) send(m session.Message) bool {
-	err := pl.sl.send("send "+m.Kind().String(), m)
+	err := pl.sl.send(pl.ctx, "send "+m.Kind().String(), m)
 	if err == nil {
 		return true
 	}
@@ -577,7 +579,7 @@ func (pl *provLink) send(m session.Message) bool {
 	if r, ok := m.(session.Response); ok { // too large: say so instead
 		var e *Error
 		if errors.As(err, &e) {
-			pl.sl.send("answer", session.NewError(r.ResponseTo(), e.Code, e.Message))
+			pl.sl.send(pl.ctx, "answer", session.NewError(r.ResponseTo(), e.Code, e.Message))
 		}
 	}
 	pl.p.log.Warn("a message to the server was not sent", "kind", m.Kind().String(), "error", err)

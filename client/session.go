@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
@@ -20,20 +21,28 @@ import (
 
 // Services: the session layer of the client (docs/PROTOCOL.md, "Sessions").
 //
-// Requests travel as session messages in Data frames on session.Channel of
-// the registered connection. A request made through the Client (Services,
-// Describe, StartSession) waits while the client reconnects and is made
-// again on the new connection if the old one broke before the answer: they
-// are safe to repeat (a session opened on a connection that broke is closed
-// by the server).
+// Over a stream bearer (tcp, ssl, ...) session messages travel in the
+// client's resume stream (stream.go): when the connection breaks, the
+// client redials, registers and resumes the stream, and its sessions, calls
+// in flight, subscriptions and watches carry on — every request and every
+// answer is delivered exactly once, in order. A Session ends with its
+// stream only when the stream is lost for good (the server expired it after
+// its linger window, or refused to resume it): then calls waiting for an
+// answer fail with an error that wraps ErrConnectionLost, and every later
+// method returns a *SessionEndedError whose Cause says why (errors.Is
+// resume.ErrExpired, for example). The client then opens a new stream by
+// itself; start new sessions on it.
 //
-// Sessions are not resumed yet (the resume layer will do that): a Session
-// lives on the connection it was started on. When that connection breaks,
-// calls waiting for an answer fail with an error that wraps
-// ErrConnectionLost (whether the method ran is then unknown), the session's
-// event and data channels are closed, and every later method of the Session
-// returns a *SessionEndedError (errors.Is ErrSessionEnded and
-// ErrConnectionLost). Start a new session once the client has reconnected.
+// Over a datagram bearer (udp), or with Config.NoResume, session messages
+// travel in Data frames on session.Channel of each registered connection,
+// and a Session lives on the connection it was started on: when it breaks,
+// the Session ends the same way.
+//
+// A request made through the Client (Services, Describe, StartSession)
+// waits while the client reconnects and is made again on the next
+// connection or stream if the previous one was lost before the answer:
+// they are safe to repeat (a session opened on a connection or stream that
+// was lost is closed by the server).
 
 // Sentinel errors of the session layer.
 var (
@@ -174,11 +183,12 @@ type DataChange struct {
 	Time time.Time
 }
 
-// sessLink is the session layer of one link.
+// sessLink is the session layer of one link, or of one resume stream.
 type sessLink struct {
-	l     *link
-	log   *slog.Logger
-	limit int // the largest message the server accepts
+	write  func(ctx context.Context, b []byte) error // sends one message
+	stream bool                                      // carried by a resume stream
+	log    *slog.Logger
+	limit  int // the largest message the server accepts
 
 	nextID atomic.Uint64
 	done   chan struct{} // closed by end
@@ -201,7 +211,8 @@ type described struct {
 	desc *servicefile.Service
 }
 
-func newSessLink(l *link, log *slog.Logger) *sessLink {
+// newLinkSessions returns the session layer carried directly by l.
+func newLinkSessions(l *link, log *slog.Logger) *sessLink {
 	limit := wire.DefaultMaxPayload
 	if l.welcome != nil && l.welcome.MaxPayload > 0 {
 		limit = int(l.welcome.MaxPayload)
@@ -210,7 +221,14 @@ func newSessLink(l *link, log *slog.Logger) *sessLink {
 		limit = min(limit, wire.MaxDatagramPayload)
 	}
 	limit = min(limit, wire.DefaultMaxPayload) // what our own writer sends
-	return &sessLink{l: l, log: log, limit: limit, done: make(chan struct{}),
+	write := func(_ context.Context, b []byte) error {
+		return l.wc.WriteMessage(&wire.Data{Channel: session.Channel, Payload: b})
+	}
+	return newSessLink(write, false, limit, log)
+}
+
+func newSessLink(write func(context.Context, []byte) error, stream bool, limit int, log *slog.Logger) *sessLink {
+	return &sessLink{write: write, stream: stream, log: log, limit: limit, done: make(chan struct{}),
 		pending: map[uint64]*pendingReq{}, sessions: map[string]*Session{}, descs: map[string]*described{}}
 }
 
@@ -230,9 +248,22 @@ func (sl *sessLink) end(cause error) {
 	sl.pending, sl.sessions = nil, nil
 	sl.mu.Unlock()
 	close(sl.done)
+	reason := "the connection to the server was lost (sessions without a resume stream end with their connection)"
+	if sl.stream {
+		reason = "the stream to the server was lost for good"
+	}
 	for _, s := range sessions {
-		s.end(&SessionEndedError{Session: s.ID, Service: s.service,
-			Reason: "the connection to the server was lost (sessions are not resumed on a new connection yet)", Cause: cause})
+		s.end(&SessionEndedError{Session: s.ID, Service: s.service, Reason: reason, Cause: cause})
+	}
+}
+
+// ended reports whether the session layer is over.
+func (sl *sessLink) ended() bool {
+	select {
+	case <-sl.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -242,8 +273,9 @@ func (sl *sessLink) cause() error {
 	return sl.err
 }
 
-// send writes one message on the link.
-func (sl *sessLink) send(op string, m session.Message) error {
+// send writes one message on the link, or queues it in the stream (within
+// ctx while the stream pushes back).
+func (sl *sessLink) send(ctx context.Context, op string, m session.Message) error {
 	enc, err := session.Encode(m)
 	if err != nil {
 		return &Error{Op: op, Code: session.CodeBadRequest, Message: err.Error(), Err: err}
@@ -252,7 +284,13 @@ func (sl *sessLink) send(op string, m session.Message) error {
 		return &Error{Op: op, Code: session.CodeTooLarge,
 			Message: fmt.Sprintf("the request takes %d bytes, more than the connection carries in one message (%d)", len(enc), sl.limit)}
 	}
-	if err := sl.l.wc.WriteMessage(&wire.Data{Channel: session.Channel, Payload: enc}); err != nil {
+	if err := sl.write(ctx, enc); err != nil {
+		switch {
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			return fmt.Errorf("%s: %w", op, err)
+		case errors.Is(err, resume.ErrMessageTooLarge):
+			return &Error{Op: op, Code: session.CodeTooLarge, Message: err.Error(), Err: err}
+		}
 		return &lostError{op: op, cause: err}
 	}
 	return nil
@@ -278,7 +316,7 @@ func (sl *sessLink) roundTrip(ctx context.Context, op string, build func(id uint
 		delete(sl.pending, id)
 		sl.mu.Unlock()
 	}
-	if err := sl.send(op, m); err != nil {
+	if err := sl.send(ctx, op, m); err != nil {
 		unregister()
 		return nil, err
 	}
@@ -294,7 +332,9 @@ func (sl *sessLink) roundTrip(ctx context.Context, op string, build func(id uint
 	case <-ctx.Done():
 		unregister()
 		if _, isCall := m.(*session.Call); isCall {
-			sl.send(op, &session.Cancel{Target: id}) // best effort
+			cctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			sl.send(cctx, op, &session.Cancel{Target: id}) // best effort
+			cancel()
 		}
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
@@ -366,16 +406,16 @@ func (sl *sessLink) handle(payload []byte) {
 	}
 }
 
-// onLink runs f with the current link's session layer, waiting while the
-// client reconnects, and again on the next link when the connection broke
-// before the answer.
+// onLink runs f with the current session layer (the stream's, or the
+// link's), waiting while the client reconnects, and again on the next one
+// when the previous was lost before the answer.
 func (c *Client) onLink(ctx context.Context, f func(sl *sessLink) error) error {
 	for {
-		l, err := c.current(ctx)
+		sl, err := c.sessionLayer(ctx)
 		if err != nil {
 			return err
 		}
-		err = f(l.sess)
+		err = f(sl)
 		if err == nil || !errors.Is(err, ErrConnectionLost) || ctx.Err() != nil {
 			return err
 		}
@@ -454,9 +494,11 @@ func (sl *sessLink) describe(ctx context.Context, service string) (*described, e
 	return d, nil
 }
 
-// StartSession starts a session with a service. The Session lives on the
-// current connection: see the package documentation for what happens when
-// it breaks.
+// StartSession starts a session with a service. The Session lives in the
+// client's resume stream (over a datagram bearer: on the current
+// connection): see the package documentation for what happens when the
+// connection breaks. With Config.StateFile, the session's id and secret
+// are kept there while it is open.
 func (c *Client) StartSession(ctx context.Context, service string) (*Session, error) {
 	var s *Session
 	err := c.onLink(ctx, func(sl *sessLink) error {
@@ -479,8 +521,7 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 			sl.roundTrip(ctx, op, func(id uint64) session.Message { return &session.CloseSession{ID: id, Session: st.Session} }, nil)
 			return &Error{Op: op, Code: session.CodeServiceFault, Message: err.Error(), Err: err}
 		}
-		s = &Session{ID: st.Session, service: service, c: c, sl: sl, desc: d.desc, routing: st.Routing, doc: doc,
-			subs: map[uint64]*subscription{}, watches: map[uint64]*watchState{}, done: make(chan struct{})}
+		s = newSession(c, sl, st.Session, service, d.desc, st.Routing, doc)
 		sl.mu.Lock()
 		if sl.err != nil {
 			err := sl.err
@@ -489,6 +530,9 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 		}
 		sl.sessions[s.ID] = s
 		sl.mu.Unlock()
+		if c.store != nil && len(st.Secret) == session.SecretSize {
+			c.store.add(s.ID, service, st.Secret)
+		}
 		return nil
 	})
 	if err != nil {
@@ -499,6 +543,13 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 
 // Session is a client's session with one service. Its methods are safe for
 // concurrent use.
+//
+// Over a stream bearer a Session lives in the client's resume stream: a
+// broken connection does not end it, and its calls, subscriptions and
+// watches go on after the client resumed (each request and each answer
+// delivered once). It ends when it is closed, when the server ends it, or
+// when the stream is lost for good (Err says why). Over a datagram bearer
+// it ends with its connection.
 type Session struct {
 	// ID is the session id the server gave.
 	ID string
@@ -571,6 +622,11 @@ func (s *Session) Err() error {
 	return s.err
 }
 
+func newSession(c *Client, sl *sessLink, id, service string, desc *servicefile.Service, routingXML []byte, doc *routing.Document) *Session {
+	return &Session{ID: id, service: service, c: c, sl: sl, desc: desc, routing: routingXML, doc: doc,
+		subs: map[uint64]*subscription{}, watches: map[uint64]*watchState{}, done: make(chan struct{})}
+}
+
 // end marks the session ended; it reports whether it was open.
 func (s *Session) end(err error) bool {
 	s.mu.Lock()
@@ -582,6 +638,9 @@ func (s *Session) end(err error) bool {
 	s.subs, s.watches = nil, nil
 	s.mu.Unlock()
 	close(s.done)
+	if s.c.store != nil {
+		s.c.store.remove(s.ID)
+	}
 	return true
 }
 
@@ -651,6 +710,9 @@ func (s *Session) Call(ctx context.Context, method string, args map[string]any) 
 	}, nil)
 	if err != nil {
 		if errors.Is(err, ErrConnectionLost) {
+			if s.sl.stream {
+				return nil, fmt.Errorf("%w; the session ended with its stream", err)
+			}
 			return nil, fmt.Errorf("%w; the session ended with the connection", err)
 		}
 		return nil, err

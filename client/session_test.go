@@ -339,7 +339,7 @@ func TestSessionConnectionLost(t *testing.T) {
 		t.Fatal("the session did not end with its connection")
 	}
 	if err := s.Err(); !errors.Is(err, client.ErrSessionEnded) || !errors.Is(err, client.ErrConnectionLost) ||
-		!strings.Contains(err.Error(), "sessions are not resumed on a new connection yet") {
+		!strings.Contains(err.Error(), "sessions without a resume stream end with their connection") {
 		t.Fatalf("Err() = %v", err)
 	}
 	if _, err := s.Call(ctx, "add", map[string]any{"a": 1, "b": 2}); !errors.Is(err, client.ErrSessionEnded) {

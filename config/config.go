@@ -34,6 +34,17 @@ const (
 	DefaultPluginStartTimeout  = 10 * time.Second
 	DefaultRestartBackoffMin   = 100 * time.Millisecond
 	DefaultRestartBackoffMax   = 30 * time.Second
+	DefaultLinger              = 10 * time.Minute
+	DefaultPingFrequency       = 5 * time.Second
+	DefaultPingWindowFactor    = 2
+)
+
+// Bounds of the <resume> settings.
+const (
+	MinPingFrequency    = 10 * time.Millisecond
+	MaxPingFrequency    = time.Hour
+	MinPingWindowFactor = 2
+	MaxPingWindowFactor = 100
 )
 
 // MaxFileSize is the largest configuration file Load and Parse accept.
@@ -68,6 +79,8 @@ type Server struct {
 	RegistrationTimeout time.Duration
 	// Plugins are the plugin host's timings.
 	Plugins Plugins
+	// Resume holds the resume streams' settings: linger window and pings.
+	Resume Resume
 	// Adapters are the connection adapters (bearers listening on
 	// endpoints), in file order.
 	Adapters []Adapter
@@ -173,6 +186,28 @@ type Plugins struct {
 	// crashed plugin is restarted; the delay doubles from min up to max.
 	RestartBackoffMin time.Duration
 	RestartBackoffMax time.Duration
+}
+
+// Resume is the <resume> element: how long a client's sessions outlive its
+// connection, and how a dead path is detected.
+type Resume struct {
+	// Linger is how long a client's resume stream (and its sessions)
+	// survives without a connection; then the sessions end with the
+	// reason "expired".
+	Linger time.Duration
+	// PingFrequency is the keepalive interval: each side of a stream
+	// pings after this long without writing (announced to clients in
+	// Welcome).
+	PingFrequency time.Duration
+	// PingWindowFactor: a side that received nothing for PingWindowFactor
+	// × PingFrequency declares the path dead and resumes on a new
+	// connection.
+	PingWindowFactor int
+}
+
+// PingWindow is PingWindowFactor × PingFrequency.
+func (r Resume) PingWindow() time.Duration {
+	return time.Duration(r.PingWindowFactor) * r.PingFrequency
 }
 
 // Adapter is a connection adapter: one bearer listening on one endpoint.

@@ -48,6 +48,7 @@ func TestDefault(t *testing.T) {
 		Log:                 Log{Level: "info", Format: "text"},
 		RegistrationTimeout: 10 * time.Second,
 		Plugins:             Plugins{StartTimeout: 10 * time.Second, RestartBackoffMin: 100 * time.Millisecond, RestartBackoffMax: 30 * time.Second},
+		Resume:              Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2},
 		Adapters: []Adapter{
 			{Name: "tcp", Type: "connect.bearer.tcp", Address: ep("tcp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 14},
 			{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 15},
@@ -119,6 +120,9 @@ func TestExample(t *testing.T) {
 	if s.Plugins != (Plugins{StartTimeout: 10 * time.Second, RestartBackoffMin: 100 * time.Millisecond, RestartBackoffMax: 30 * time.Second}) {
 		t.Errorf("Plugins = %+v", s.Plugins)
 	}
+	if s.Resume != (Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2}) {
+		t.Errorf("Resume = %+v", s.Resume)
+	}
 	wantAdapters := []Adapter{
 		{Name: "tcp", Type: "connect.bearer.tcp", Address: ep("tcp://127.0.0.1:9500"), Attributes: bearers.Attributes{"nodelay": "true"}, Line: lineOf("tcp")},
 		{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: lineOf("udp")},
@@ -147,8 +151,12 @@ func TestMinimalDefaults(t *testing.T) {
 	}
 	if s.HTTPAddr != DefaultHTTPAddr || s.StateDir != "" || s.Log.Level != "info" || s.Log.Format != "text" ||
 		s.RegistrationTimeout != DefaultRegistrationTimeout || s.Plugins.StartTimeout != DefaultPluginStartTimeout ||
-		s.Plugins.RestartBackoffMin != DefaultRestartBackoffMin || s.Plugins.RestartBackoffMax != DefaultRestartBackoffMax {
+		s.Plugins.RestartBackoffMin != DefaultRestartBackoffMin || s.Plugins.RestartBackoffMax != DefaultRestartBackoffMax ||
+		s.Resume != (Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor}) {
 		t.Errorf("defaults not applied: %+v", s)
+	}
+	if w := s.Resume.PingWindow(); w != 10*time.Second {
+		t.Errorf("PingWindow = %v", w)
 	}
 	if len(s.Adapters) != 1 || s.Adapters[0].Name != "tcp" || s.Adapters[0].Line != 2 || s.Adapters[0].Attributes == nil {
 		t.Errorf("adapter = %+v, want name defaulted to tcp, line 2, non-nil attributes", s.Adapters)
@@ -259,16 +267,22 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address" is required`,
 			`c.xml:3: connectionAdapter[1] attribute "adress" unknown (known: name, type, plugin, address)`}},
 		{"unknown element", "<connectserver>\n<htp address=\"off\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration, policy, remoteServices)`}},
+			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`}},
 		{"child of a leaf", "<connectserver>\n<http address=\"off\">\n<port/>\n</http>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: http element <port> unknown (http has no child elements)`}},
 		{"prefixed element and attribute", "<connectserver xmlns:x=\"urn:x\">\n<x:http address=\"off\"/>\n<log x:level=\"info\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration, policy, remoteServices)`,
+			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`,
 			`c.xml:3: log attribute "x:level" unknown (known: level, format)`}},
 		{"attribute on authentication", "<connectserver>\n<authentication mode=\"x\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: authentication attribute "mode" unknown (authentication has no attributes)`}},
 		{"duplicate XML attribute", "<connectserver>\n<log level=\"info\"\n level=\"debug\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: log attribute "level" given twice (first at line 2)`}},
+		{"resume values", "<connectserver>\n<resume linger=\"0s\" pingFrequency=\"5ms\"\n pingWindowFactor=\"1.5\"/>\n" + adapterTCP + "\n</connectserver>", []string{
+			`c.xml:2: resume attribute "linger": must be greater than 0, got "0s"`,
+			`c.xml:2: resume attribute "pingFrequency": "5ms" is not an integer from 10 to 3600000`,
+			`c.xml:3: resume attribute "pingWindowFactor": "1.5" is not an integer from 2 to 100`}},
+		{"resume unknown attribute", "<connectserver>\n<resume pingInterval=\"5000\"/>\n" + adapterTCP + "\n</connectserver>", []string{
+			`c.xml:2: resume attribute "pingInterval" unknown (known: linger, pingFrequency, pingWindowFactor)`}},
 		{"singleton twice", "<connectserver>\n<log/>\n<log/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: log given twice (first at line 2); only one is allowed`}},
 		{"http address", "<connectserver>\n<http address=\"localhost\"/>\n" + adapterTCP + "\n</connectserver>", []string{
@@ -393,7 +407,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`connectserver.xml:8: connectionAdapter[3] attribute "adress" unknown (known: name, type, plugin, address)`,
 		`connectserver.xml:8: connectionAdapter[3] attribute "address" is required`,
 		`connectserver.xml:8: connectionAdapter[3]: type example.bearer.ws is not a stock bearer (stock: connect.bearer.ssl, connect.bearer.tcp, connect.bearer.udp); name its executable with plugin="..."`,
-		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, connectionAdapter, service, configuration, policy, remoteServices)`,
+		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`,
 	}
 	_, err := Parse("connectserver.xml", []byte(doc))
 	got := problemLines(t, err)

@@ -26,7 +26,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "connectionAdapter", "service", "configuration", "policy", "remoteServices"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "resume", "connectionAdapter", "service", "configuration", "policy", "remoteServices"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -217,6 +217,7 @@ func (p *parser) server(rn *node) *Server {
 			RestartBackoffMin: DefaultRestartBackoffMin,
 			RestartBackoffMax: DefaultRestartBackoffMax,
 		},
+		Resume: Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor},
 	}
 	p.attrs(rn)
 	p.noText(rn)
@@ -250,6 +251,15 @@ func (p *parser) server(rn *node) *Server {
 			if s.Plugins.RestartBackoffMin > s.Plugins.RestartBackoffMax {
 				p.add(n.line, "%s: restartBackoffMin (%v) is greater than restartBackoffMax (%v)",
 					n.path, s.Plugins.RestartBackoffMin, s.Plugins.RestartBackoffMax)
+			}
+		case "resume":
+			p.leaf(n, "linger", "pingFrequency", "pingWindowFactor")
+			s.Resume.Linger = p.duration(n, "linger", DefaultLinger)
+			if ms, ok := p.integer(n, "pingFrequency", MinPingFrequency.Milliseconds(), MaxPingFrequency.Milliseconds()); ok {
+				s.Resume.PingFrequency = time.Duration(ms) * time.Millisecond
+			}
+			if f, ok := p.integer(n, "pingWindowFactor", MinPingWindowFactor, MaxPingWindowFactor); ok {
+				s.Resume.PingWindowFactor = int(f)
 			}
 		case "connectionAdapter":
 			if a := p.adapter(n); a != nil {
@@ -451,6 +461,21 @@ func (p *parser) duration(n *node, key string, def time.Duration) time.Duration 
 		return def
 	}
 	return d
+}
+
+// integer reads an optional integer attribute within [lo, hi]; ok is false
+// when it is absent or wrong (a problem is recorded).
+func (p *parser) integer(n *node, key string, lo, hi int64) (int64, bool) {
+	v, ok := n.attrs[key]
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || i < lo || i > hi {
+		p.add(p.line(n, key), "%s attribute %q: %q is not an integer from %d to %d", n.path, key, v, lo, hi)
+		return 0, false
+	}
+	return i, true
 }
 
 // adapterNode is a parsed connection adapter with what the cross-checks

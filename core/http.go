@@ -148,17 +148,27 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	n := len(s.clients)
 	s.mu.Unlock()
 	fmt.Fprintf(&b, "# HELP connect_clients Registered clients now.\n# TYPE connect_clients gauge\nconnect_clients %d\n", n)
+	streams, detached := 0, 0
+	for _, st := range s.Streams() {
+		streams++
+		if !st.Connected {
+			detached++
+		}
+	}
+	fmt.Fprintf(&b, "# HELP connect_resume_streams Clients' resume streams now (detached: waiting for their client to come back).\n# TYPE connect_resume_streams gauge\n")
+	fmt.Fprintf(&b, "connect_resume_streams{state=\"attached\"} %d\nconnect_resume_streams{state=\"detached\"} %d\n", streams-detached, detached)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write([]byte(b.String()))
 }
 
-// serveSessions lists the open sessions: {"sessions": [...]}.
+// serveSessions lists the open sessions and the clients' resume streams:
+// {"sessions": [...], "streams": [...]}.
 func (s *Server) serveSessions(w http.ResponseWriter, _ *http.Request) {
 	list := s.Sessions()
 	if list == nil {
 		list = []SessionInfo{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": list, "streams": s.Streams()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

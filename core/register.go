@@ -172,6 +172,7 @@ func (c *clientConn) welcome() error {
 		ServerID:           c.s.id,
 		ClientID:           c.clientID,
 		PingIntervalMillis: uint32(c.s.opts.PingInterval / time.Millisecond),
+		PingWindowMillis:   uint32(c.s.pingWindow() / time.Millisecond),
 		MaxPayload:         uint32(wire.DefaultMaxPayload),
 	})
 }
@@ -197,10 +198,12 @@ func (s *Server) authenticate(token string, peer bearers.Peer) (string, bool) {
 }
 
 // serve is the connected loop: answer pings, drop the connection when the
-// client falls silent for three ping intervals or says goodbye.
+// client falls silent for the ping window or says goodbye. A client that
+// opens or resumes a resume stream hands the connection to it
+// (serveResume); the others carry their sessions on this connection.
 func (c *clientConn) serve() {
 	defer c.closeSessions()
-	idle := 3 * c.s.opts.PingInterval
+	idle := max(c.s.pingWindow(), 3*c.s.opts.PingInterval) // datagram pings may be lost
 	for {
 		c.bc.SetReadDeadline(time.Now().Add(idle))
 		m, err := c.wc.ReadMessage()
@@ -235,6 +238,10 @@ func (c *clientConn) serve() {
 		case *wire.Pong:
 			// Unsolicited pongs are harmless.
 		case *wire.Data:
+			if isResumeStart(m) && c.sessions == nil && !c.adapter.sup.Status().Capabilities.Has(bearers.Datagram) {
+				c.serveResume(m)
+				return
+			}
 			if m.Channel == session.Channel {
 				c.sessionLayer().handle(m.Payload)
 			} else {

@@ -147,6 +147,7 @@ type remoteState struct {
 	xml       []byte
 	endpoints []session.RunnerEndpoint
 	tokens    map[string]string // direct-link token by session id, for sessions open or opening
+	parked    serviceBackend    // the backend while the runner's stream has no connection (park)
 }
 
 func (hs *hostedService) remoteInfo() *RemoteInfo {
@@ -192,11 +193,11 @@ func (cs *connSessions) runnerLink() *runnerLink {
 	if rl := cs.runner.Load(); rl != nil {
 		return rl
 	}
-	name := cs.c.name
+	name, _ := cs.tr.peer()
 	if name == "" {
 		name = "unnamed runner"
 	}
-	rl := &runnerLink{cs: cs, who: fmt.Sprintf("%s (client %s)", name, cs.c.clientID),
+	rl := &runnerLink{cs: cs, who: fmt.Sprintf("%s (client %s)", name, cs.clientID),
 		pending: map[uint64]chan session.Message{}, services: map[string]*hostedService{}}
 	if !cs.runner.CompareAndSwap(nil, rl) {
 		return cs.runner.Load()
@@ -373,6 +374,60 @@ func (cs *connSessions) endRunner() {
 	}
 }
 
+// linkDown runs when the runner's resume stream loses its connection: its
+// services become unavailable for new sessions and calls (they fail at
+// once, saying so), while what is in flight stays in the stream and is
+// answered if the runner comes back before the stream expires.
+func (rl *runnerLink) linkDown() {
+	for _, hs := range rl.provided() {
+		hs.park(rl, true)
+	}
+}
+
+// linkUp runs when the runner's stream has a connection again.
+func (rl *runnerLink) linkUp() {
+	for _, hs := range rl.provided() {
+		hs.park(rl, false)
+	}
+}
+
+func (rl *runnerLink) provided() []*hostedService {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	out := make([]*hostedService, 0, len(rl.services))
+	for _, hs := range rl.services {
+		out = append(out, hs)
+	}
+	return out
+}
+
+// park makes the service unavailable (down) or available again while rl
+// provides it and its stream is without a connection.
+func (hs *hostedService) park(rl *runnerLink, down bool) {
+	rs := hs.remote
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.runner != rl {
+		return
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	switch {
+	case down && hs.plugin != nil:
+		rs.parked = hs.plugin
+		hs.plugin = nil
+		hs.failed = fmt.Sprintf("its runner %s is disconnected; calls work again once it reconnects", rl.who)
+		rs.info.Connected, rs.info.Since = false, time.Now()
+		rl.cs.log.Warn("remote service unavailable: its runner's link is down", "service", hs.cfg.Name, "runner", rl.who)
+	case !down && rs.parked != nil:
+		hs.plugin, hs.failed = rs.parked, ""
+		rs.parked = nil
+		rs.info.Connected, rs.info.Since = true, time.Now()
+		rs.info.Address = rl.cs.remoteAddr()
+		rl.cs.log.Info("remote service available again: its runner's link is back", "service", hs.cfg.Name, "runner", rl.who)
+	}
+}
+
 // detach makes the service unavailable if rl still provides it.
 func (hs *hostedService) detach(rl *runnerLink) {
 	rs := hs.remote
@@ -381,7 +436,7 @@ func (hs *hostedService) detach(rl *runnerLink) {
 		rs.mu.Unlock()
 		return
 	}
-	rs.runner = nil
+	rs.runner, rs.parked = nil, nil
 	rs.gen++
 	rs.info.Connected, rs.info.Since = false, time.Now()
 	hs.mu.Lock()
@@ -437,7 +492,7 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 		return fail(session.CodeRefused, "service %s is a service of this server itself (%s); a runner cannot provide it: give the runner's service another name, or remove <service name=%q> from the server configuration",
 			name, where, name)
 	}
-	if err := s.mayProvide(cs.c.principal(), name); err != nil {
+	if err := s.mayProvide(cs.tr.principal(), name); err != nil {
 		return fail(session.CodeDenied, "%v", err)
 	}
 	desc, err := servicefile.Parse(name+" (service file from the runner)", m.XML)
@@ -487,10 +542,10 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 	case old == rl:
 		rs.mu.Unlock()
 		return fail(session.CodeBadRequest, "service %s is already provided on this connection", name)
-	case old != nil && old.cs.c.clientID != cs.c.clientID:
+	case old != nil && old.cs.clientID != cs.clientID:
 		rs.mu.Unlock()
 		return fail(session.CodeRefused, "service %s is already provided by another runner, %s, connected from %s; stop that runner, or give this service another name",
-			name, old.who, old.cs.c.bc.RemoteAddr())
+			name, old.who, old.cs.remoteAddr())
 	}
 	if e := rl.add(name, hs); e != nil {
 		rs.mu.Unlock()
@@ -535,11 +590,13 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 		rs.mu.Unlock()
 		return fail(session.CodeCanceled, "the connection ended while the service was being provided")
 	}
-	rs.info = RemoteInfo{Connected: true, Runner: rl.who, ClientID: cs.c.clientID.String(), ClientName: cs.c.name,
-		Adapter: cs.c.adapter.cfg.Name, Bearer: cs.c.adapter.cfg.Type, Address: cs.c.bc.RemoteAddr().String(),
-		Since: now, Endpoints: addrs}
+	rs.info = RemoteInfo{Connected: true, Runner: rl.who, ClientID: cs.clientID.String(), Since: now, Endpoints: addrs}
+	rs.info.ClientName, rs.info.Adapter = cs.tr.peer()
+	if c := cs.conn(); c != nil {
+		rs.info.Bearer, rs.info.Address = c.adapter.cfg.Type, c.bc.RemoteAddr().String()
+	}
 	hs.mu.Lock()
-	hs.plugin, hs.failed = b, ""
+	hs.plugin, hs.failed, rs.parked = b, "", nil
 	hs.mu.Unlock()
 	rs.mu.Unlock()
 	// Sessions closed while they were being reopened.
@@ -559,7 +616,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 	hs.sess.mu.RLock()
 	infos := make([]serviceplugin.SessionInfo, 0, len(hs.sess.m))
 	for id, sess := range hs.sess.m {
-		infos = append(infos, serviceplugin.SessionInfo{ID: id, ClientID: sess.cs.c.clientID.String()})
+		infos = append(infos, serviceplugin.SessionInfo{ID: id, ClientID: sess.cs.clientID.String()})
 	}
 	hs.sess.mu.RUnlock()
 	// Forget the tokens of sessions that ended while no runner was there.
@@ -697,7 +754,7 @@ func (cs *connSessions) sessionRouting(reqID uint64, hs *hostedService, id strin
 		return nil, session.NewError(reqID, session.CodeInternal, "cannot make a session token: "+err.Error())
 	}
 	d, err := routing.Resolve(desc, routing.Situation{Session: id, Token: token,
-		Runner: runnerSituation(rl.cs.c.adapter.cfg.Type, endpoints), Client: cs.clientSituation()})
+		Runner: runnerSituation(rl.cs.bearerType(), endpoints), Client: cs.clientSituation()})
 	if err != nil {
 		var re *routing.ResolveError
 		if errors.As(err, &re) {
@@ -740,7 +797,7 @@ func (cs *connSessions) clientSituation() routing.Client {
 	for t := range config.StockTypes {
 		types = append(types, t)
 	}
-	if t := cs.c.adapter.cfg.Type; !slices.Contains(types, t) {
+	if t := cs.bearerType(); t != "" && !slices.Contains(types, t) {
 		types = append(types, t)
 	}
 	sort.Strings(types)

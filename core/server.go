@@ -28,6 +28,7 @@ import (
 	"github.com/bearerkit/connect/internal/persist"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/pluginhost"
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/wire"
 )
 
@@ -52,7 +53,7 @@ type Options struct {
 	// name, e.g. "demo") as a plugin subprocess: usually the server's own
 	// executable with arguments "plugin service demo".
 	BuiltinService func(name string) (path string, args []string)
-	// PingInterval overrides DefaultPingInterval.
+	// PingInterval overrides the configuration's ping frequency (tests).
 	PingInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -75,10 +76,17 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // supervisors, HTTP server, connection handlers
 
+	// Resume streams (streams.go) and reclaims (reclaim.go).
+	table     *resume.Table
+	tombs     sessionTombs
+	reclaimMu sync.Mutex
+
 	mu       sync.Mutex
 	closed   bool
 	conns    map[*clientConn]struct{} // every open connection, registered or not
 	clients  map[uuid.UUID]*clientConn
+	streams  map[uuid.UUID]*streamClient              // by stream id
+	byClient map[uuid.UUID]map[*streamClient]struct{} // a client's streams
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	closeErr error
@@ -107,10 +115,20 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.PingInterval <= 0 {
+		opts.PingInterval = opts.Config.Resume.PingFrequency
+	}
+	if opts.PingInterval <= 0 {
 		opts.PingInterval = DefaultPingInterval
 	}
 	s := &Server{opts: opts, cfg: opts.Config, log: opts.Logger, id: uuid.NewString(),
-		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}, services: map[string]*hostedService{}}
+		conns: map[*clientConn]struct{}{}, clients: map[uuid.UUID]*clientConn{}, services: map[string]*hostedService{},
+		streams: map[uuid.UUID]*streamClient{}, byClient: map[uuid.UUID]map[*streamClient]struct{}{}}
+	tbl, err := resume.NewTable(s.resumeConfig())
+	if err != nil {
+		return nil, fmt.Errorf("core: resume: %w", err)
+	}
+	s.table = tbl
+	s.tombs.linger = s.resumeConfig().Linger
 	s.tokens = append(s.tokens, s.cfg.Auth.Tokens...)
 	s.store = persist.Open(filepath.Join(opts.StateDir, "services"))
 	for _, a := range s.cfg.Adapters {
@@ -239,6 +257,11 @@ func (s *Server) Close() error {
 	srv := s.httpSrv
 	s.mu.Unlock()
 
+	// The streams first, while their connections and the services still
+	// run: each client is told that its stream ends (it then opens a new
+	// one when the server is back), and each session ends with the
+	// service.
+	s.table.Close()
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -73,6 +73,12 @@ type SessionInfo struct {
 	Calls         uint64    `json:"calls"`
 	Subscriptions int       `json:"subscriptions"`
 	Watches       int       `json:"watches"`
+	// Stream is the id of the client's resume stream that carries the
+	// session; empty for a session on a connection without resume.
+	Stream string `json:"stream,omitempty"`
+	// Detached is true while the stream has no connection: the session
+	// waits for its client to come back (within the linger window).
+	Detached bool `json:"detached,omitempty"`
 }
 
 // sessionSet is a hosted service's open sessions, for the fan-out of its
@@ -133,7 +139,7 @@ func (hs *hostedService) fanOutData(path string) {
 // onSessionLost ends a session the restarted plugin refused to reopen.
 func (hs *hostedService) onSessionLost(id string, err error) {
 	if s := hs.sess.get(id); s != nil {
-		s.cs.endSession(s, "the service plugin restarted and did not reopen the session: "+err.Error(), true)
+		s.owner().endSession(s, "the service plugin restarted and did not reopen the session: "+err.Error(), true)
 	}
 }
 
@@ -159,12 +165,31 @@ func (s *Server) Sessions() []SessionInfo {
 	return out
 }
 
-// connSessions is the session layer of one registered connection.
+// sessionTransport carries a session layer's messages: a registered
+// connection (clientConn), or a client's resume stream (streamClient,
+// streams.go) that outlives its connections.
+type sessionTransport interface {
+	// writeSession writes one session message, blocking while the
+	// transport pushes back; an error ends the session layer's output.
+	writeSession(ctx context.Context, b []byte) error
+	// abort stops the transport at once (after a failed write).
+	abort()
+	// principal is who the client is, for policies.
+	principal() principal
+	// peer names the client and the adapter of its connection ("" while a
+	// stream has none).
+	peer() (name, adapter string)
+}
+
+// connSessions is the session layer of one registered connection, or of
+// one client's resume stream.
 type connSessions struct {
-	c     *clientConn
-	s     *Server
-	log   *slog.Logger
-	limit int // the largest message the client accepts
+	tr       sessionTransport
+	stream   *streamClient // nil on a connection without resume
+	clientID uuid.UUID
+	s        *Server
+	log      *slog.Logger
+	limit    int // the largest message the client accepts
 
 	ctx    context.Context // ends with the connection
 	cancel context.CancelFunc
@@ -204,29 +229,67 @@ func (c *clientConn) sessionLayer() *connSessions {
 		limit = min(limit, wire.MaxDatagramPayload)
 	}
 	limit = min(limit, wire.DefaultMaxPayload) // what our own writer sends
-	cs := &connSessions{c: c, s: c.s, log: c.log, limit: limit,
+	c.sessions = newConnSessions(c.s, c, nil, c.clientID, c.log, limit)
+	return c.sessions
+}
+
+// conn returns the connection carrying the session layer now: the
+// registered connection, or the one its stream rides on; nil while a
+// stream has none.
+func (cs *connSessions) conn() *clientConn {
+	if cs.stream != nil {
+		cs.stream.mu.Lock()
+		defer cs.stream.mu.Unlock()
+		return cs.stream.conn
+	}
+	c, _ := cs.tr.(*clientConn)
+	return c
+}
+
+// remoteAddr is the client's address now, "" while it has no connection.
+func (cs *connSessions) remoteAddr() string {
+	if c := cs.conn(); c != nil {
+		return c.bc.RemoteAddr().String()
+	}
+	return ""
+}
+
+// bearerType is the bearer type of the client's connection now, "" while
+// it has none.
+func (cs *connSessions) bearerType() string {
+	if c := cs.conn(); c != nil {
+		return c.adapter.cfg.Type
+	}
+	return ""
+}
+
+// newConnSessions starts a session layer (its writer goroutine) over tr.
+func newConnSessions(srv *Server, tr sessionTransport, st *streamClient, clientID uuid.UUID, log *slog.Logger, limit int) *connSessions {
+	cs := &connSessions{tr: tr, stream: st, clientID: clientID, s: srv, log: log, limit: limit,
 		sessions: map[string]*clientSession{}, calls: map[uint64]context.CancelCauseFunc{}, wake: make(chan struct{}, 1)}
 	cs.ocond = sync.NewCond(&cs.omu)
-	cs.ctx, cs.cancel = context.WithCancel(c.s.ctx)
+	cs.ctx, cs.cancel = context.WithCancel(srv.ctx)
 	context.AfterFunc(cs.ctx, cs.stopOutput)
 	cs.wg.Add(1)
 	go cs.writer()
-	c.sessions = cs
 	return cs
 }
 
-// closeSessions ends the connection's session layer: every session is
-// closed with the service, running calls are cancelled, and every goroutine
-// has returned when it returns. The connection is closed first, so that a
-// write blocked on a client that stopped reading ends too.
+// closeSessions ends the connection's session layer (see shutdown).
 func (c *clientConn) closeSessions() {
-	cs := c.sessions
-	if cs == nil {
-		return
+	if c.sessions != nil {
+		c.sessions.shutdown(sessionClosedOnClose)
 	}
+}
+
+// shutdown ends the session layer: every session is closed with the
+// service (with reason), running calls are cancelled, and every goroutine
+// has returned when it returns. The transport is stopped first, so that a
+// write blocked on a client that stopped reading ends too.
+func (cs *connSessions) shutdown(reason string) {
 	cs.cancel()
 	cs.endRunner() // its remote services become unavailable (remote.go)
-	c.close()
+	cs.tr.abort()
 	cs.mu.Lock()
 	cs.closed = true
 	list := make([]*clientSession, 0, len(cs.sessions))
@@ -235,7 +298,7 @@ func (c *clientConn) closeSessions() {
 	}
 	cs.mu.Unlock()
 	for _, s := range list {
-		cs.endSession(s, sessionClosedOnClose, false)
+		cs.endSession(s, reason, false)
 	}
 	cs.wg.Wait()
 }
@@ -321,6 +384,8 @@ func (cs *connSessions) handle(payload []byte) {
 		cs.spawn(m.ID, func() session.Message { return cs.provide(m) }) // remote.go
 	case session.Response, session.RunnerNotification:
 		cs.fromRunner(m) // remote.go
+	case *session.Reclaim:
+		cs.answer(cs.reclaim(m)) // on the reader: it comes first, before any other request
 	default:
 		cs.warnf("the client sent a session message only a server sends; ignored", "kind", m.Kind().String())
 	}
@@ -437,27 +502,35 @@ func (cs *connSessions) writer() {
 	}
 }
 
-// write writes one message; a write that takes longer than
-// sessionWriteTimeout (a client that stopped reading) closes the
-// connection.
+// write writes one message through the transport. A failed write ends the
+// session layer's output and stops the transport.
 func (cs *connSessions) write(b []byte) bool {
-	t := time.AfterFunc(sessionWriteTimeout, func() {
-		cs.log.Warn("the client has not read its session messages for a while; closing the connection", "after", sessionWriteTimeout)
-		cs.stopOutput()
-		cs.c.close()
-	})
-	err := cs.c.wc.WriteMessage(&wire.Data{Channel: session.Channel, Payload: b})
-	t.Stop()
-	if err != nil {
+	if err := cs.tr.writeSession(cs.ctx, b); err != nil {
 		if cs.ctx.Err() == nil {
-			cs.log.Info("writing a session message failed; the connection ends", "error", err)
+			cs.log.Info("writing a session message failed; the session layer's output ends", "error", err)
 		}
 		cs.stopOutput()
-		cs.c.close()
+		cs.tr.abort()
 		return false
 	}
 	return true
 }
+
+// writeSession writes one session message on the connection; a write that
+// takes longer than sessionWriteTimeout (a client that stopped reading)
+// closes the connection.
+func (c *clientConn) writeSession(_ context.Context, b []byte) error {
+	t := time.AfterFunc(sessionWriteTimeout, func() {
+		c.log.Warn("the client has not read its session messages for a while; closing the connection", "after", sessionWriteTimeout)
+		c.close()
+	})
+	defer t.Stop()
+	return c.wc.WriteMessage(&wire.Data{Channel: session.Channel, Payload: b})
+}
+
+func (c *clientConn) abort() { c.close() }
+
+func (c *clientConn) peer() (string, string) { return c.name, c.adapter.cfg.Name }
 
 // service finds a hosted service that can take requests now.
 func (cs *connSessions) service(id uint64, name string) (*hostedService, serviceBackend, *session.Error) {
@@ -533,7 +606,7 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	if e != nil {
 		return e
 	}
-	if err := cs.c.s.authorize(cs.c.principal(), hs, ""); err != nil {
+	if err := cs.s.authorize(cs.tr.principal(), hs, ""); err != nil {
 		return session.NewError(m.ID, session.CodeDenied, err.Error())
 	}
 	cs.mu.Lock()
@@ -559,7 +632,7 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 		return e
 	}
 	ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
-	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.c.clientID.String()})
+	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.clientID.String()})
 	cancel()
 	if err != nil {
 		code, msg := callErrorCode(err)
@@ -569,19 +642,25 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 		}
 		return session.NewError(m.ID, code, msg)
 	}
-	if cs.addSession(hs, id) == nil {
+	var secret []byte
+	if cs.stream != nil {
+		// Only a session on a resume stream outlives its connection, so
+		// only it can be reclaimed after a client restart.
+		secret = newSecret()
+	}
+	if cs.addSession(hs, id, secret) == nil {
 		p.CloseSession(id, sessionClosedOnClose)
 		return session.NewError(m.ID, session.CodeCanceled, "the connection is closing")
 	}
 	cs.log.Info("session started", "service", hs.cfg.Name, "session", id)
-	return &session.SessionStarted{ID: m.ID, Session: id, Routing: doc}
+	return &session.SessionStarted{ID: m.ID, Session: id, Routing: doc, Secret: secret}
 }
 
 // addSession records a session the service accepted; nil when the
 // connection closed meanwhile.
-func (cs *connSessions) addSession(hs *hostedService, id string) *clientSession {
+func (cs *connSessions) addSession(hs *hostedService, id string, secret []byte) *clientSession {
 	sctx, scancel := context.WithCancelCause(cs.ctx)
-	s := &clientSession{id: id, hs: hs, cs: cs, since: time.Now(), ctx: sctx, cancel: scancel,
+	s := &clientSession{id: id, hs: hs, cs: cs, since: time.Now(), ctx: sctx, cancel: scancel, secret: secret,
 		subs: map[uint64]eventFilter{}, watches: map[uint64]*watch{}}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -600,9 +679,15 @@ func (cs *connSessions) session(id uint64, sid string) (*clientSession, *session
 	s := cs.sessions[sid]
 	cs.mu.Unlock()
 	if s == nil {
+		if cs.stream != nil {
+			return nil, session.NewError(id, session.CodeUnknownSession,
+				fmt.Sprintf("no session %q on this client's stream (closed, expired, or started on another stream)", sid))
+		}
 		return nil, session.NewError(id, session.CodeUnknownSession,
 			fmt.Sprintf("no session %q on this connection (closed, or started on an earlier connection: sessions end with the connection that started them)", sid))
 	}
+	s.requests.Add(1)
+	s.lastRequest.Store(id)
 	return s, nil
 }
 
@@ -617,7 +702,8 @@ func (cs *connSessions) closeSession(m *session.CloseSession) session.Message {
 
 // endSession ends a session: with the service, for its running calls and
 // its subscriptions and watches. With notify, the client is told why.
-// Idempotent.
+// Idempotent. A session that can be reclaimed leaves a tombstone, so that
+// a client that comes back for it learns how it ended (reclaim.go).
 func (cs *connSessions) endSession(s *clientSession, reason string, notify bool) {
 	s.mu.Lock()
 	if s.closed {
@@ -625,17 +711,22 @@ func (cs *connSessions) endSession(s *clientSession, reason string, notify bool)
 		return
 	}
 	s.closed = true
+	cs = s.cs // the session's layer now (a reclaim may have moved it)
 	s.subs, s.watches, s.queue, s.lost = nil, nil, nil, 0
 	if notify {
 		s.closedNote = reason
 		cs.markReady(s)
 	}
+	cancel := s.cancel
 	s.mu.Unlock()
-	s.cancel(errors.New("session closed: " + reason))
+	cancel(errors.New("session closed: " + reason))
 	cs.mu.Lock()
 	delete(cs.sessions, s.id)
 	s.hs.sess.remove(s.id)
 	cs.mu.Unlock()
+	if s.secret != nil {
+		cs.s.tombs.bury(s, cs.clientID, reason)
+	}
 	if p, _, _ := s.hs.current(); p != nil {
 		p.CloseSession(s.id, reason)
 	}
@@ -654,7 +745,7 @@ func (cs *connSessions) call(m *session.Call) {
 			fmt.Sprintf("service %s has no method %q (methods: %s)", s.hs.cfg.Name, m.Method, methodList(desc))))
 		return
 	}
-	if err := cs.c.s.authorize(cs.c.principal(), s.hs, m.Method); err != nil {
+	if err := cs.s.authorize(cs.tr.principal(), s.hs, m.Method); err != nil {
 		cs.answer(session.NewError(m.ID, session.CodeDenied, err.Error()))
 		return
 	}
@@ -664,7 +755,7 @@ func (cs *connSessions) call(m *session.Call) {
 		cs.answer(session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("request id %d is already used by a running call", m.ID)))
 		return
 	}
-	ctx, cancel := context.WithCancelCause(s.ctx)
+	ctx, cancel := context.WithCancelCause(s.context())
 	cs.calls[m.ID] = cancel
 	cs.mu.Unlock()
 	done := func() {
@@ -857,17 +948,24 @@ func (cs *connSessions) stop(m *session.Stop) session.Message {
 	return session.NewError(m.ID, session.CodeNotFound, fmt.Sprintf("no subscription or watch %d in session %s", m.Target, s.id))
 }
 
-// clientSession is one session a client started on this connection.
+// clientSession is one session a client started on this connection or
+// stream.
 type clientSession struct {
 	id     string
 	hs     *hostedService
-	cs     *connSessions
 	since  time.Time
+	secret []byte // reclaim secret; nil on a connection without resume
 	calls  atomic.Uint64
-	ctx    context.Context // ends with the session; calls derive from it
-	cancel context.CancelCauseFunc
+	// requests and lastRequest count the requests received for the
+	// session and remember the last one's id (reported by a reclaim that
+	// comes too late).
+	requests    atomic.Uint64
+	lastRequest atomic.Uint64
 
 	mu         sync.Mutex
+	cs         *connSessions           // the layer that carries it; a reclaim moves it
+	ctx        context.Context         // ends with the session (or its move); calls derive from it
+	cancel     context.CancelCauseFunc // of ctx
 	closed     bool
 	closedNote string // a SessionClosed to send
 	dirty      bool   // on the writer's ready list
@@ -901,11 +999,30 @@ type watch struct {
 
 func (s *clientSession) info() SessionInfo {
 	s.mu.Lock()
-	subs, watches := len(s.subs), len(s.watches)
+	subs, watches, cs := len(s.subs), len(s.watches), s.cs
 	s.mu.Unlock()
-	c := s.cs.c
-	return SessionInfo{ID: s.id, Service: s.hs.cfg.Name, ClientID: c.clientID.String(), ClientName: c.name,
-		Adapter: c.adapter.cfg.Name, Since: s.since, Calls: s.calls.Load(), Subscriptions: subs, Watches: watches}
+	name, adapter := cs.tr.peer()
+	si := SessionInfo{ID: s.id, Service: s.hs.cfg.Name, ClientID: cs.clientID.String(), ClientName: name,
+		Adapter: adapter, Since: s.since, Calls: s.calls.Load(), Subscriptions: subs, Watches: watches}
+	if cs.stream != nil {
+		si.Stream = cs.stream.id.String()
+		si.Detached = adapter == ""
+	}
+	return si
+}
+
+// owner returns the session layer that carries the session now.
+func (s *clientSession) owner() *connSessions {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cs
+}
+
+// context returns the session's context (calls derive from it).
+func (s *clientSession) context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ctx
 }
 
 // uses reports whether id names a subscription or a watch; the caller
@@ -1011,6 +1128,7 @@ func (s *clientSession) drain(buf [][]byte) [][]byte {
 	}
 	s.mu.Lock()
 	s.dirty = false
+	cs := s.cs
 	queue, lost, note := s.queue, s.lost, s.closedNote
 	s.queue, s.lost, s.closedNote = nil, 0, ""
 	var changes []change
@@ -1022,7 +1140,6 @@ func (s *clientSession) drain(buf [][]byte) [][]byte {
 	}
 	s.mu.Unlock()
 
-	cs := s.cs
 	emit := func(m session.Message) {
 		b, err := session.Encode(m)
 		switch {

@@ -24,9 +24,13 @@ var bin struct {
 	dir                                   string
 	server, client, wsBearer, echoService string
 	runner                                string
+	ledger                                string // the resume tests' service (resume_test.go)
 }
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(resumeHelper(mode)) // this binary re-executed as a client process (resume_helper_test.go)
+	}
 	dir, err := os.MkdirTemp("", "connect-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -38,7 +42,9 @@ func TestMain(m *testing.M) {
 	bin.wsBearer = filepath.Join(dir, "connect-bearer-ws")
 	bin.echoService = filepath.Join(dir, "echoservice")
 	bin.runner = filepath.Join(dir, "remoteservicerunner")
+	bin.ledger = filepath.Join(dir, "ledger")
 	for out, pkg := range map[string]string{
+		bin.ledger:      "github.com/bearerkit/connect/integration/ledger",
 		bin.server:      "github.com/bearerkit/connect/cmd/connectserver",
 		bin.client:      "github.com/bearerkit/connect/cmd/connectclient",
 		bin.wsBearer:    "github.com/bearerkit/connect/examples/wsbearer/cmd/connect-bearer-ws",
@@ -117,7 +123,8 @@ type server struct {
 type serverConfig struct {
 	extra    string // more elements inside <connectserver>
 	adapters []string
-	stateDir string // default: a new one under the test's temporary directory
+	stateDir string   // default: a new one under the test's temporary directory
+	args     []string // more command-line flags
 }
 
 // startServer writes the configuration, starts connectserver with it and
@@ -136,7 +143,7 @@ func startServer(t *testing.T, cfg serverConfig, wantHealthy bool) *server {
 	if cfg.stateDir != "" {
 		s.stateDir = cfg.stateDir
 	}
-	s.cmd = exec.Command(bin.server, "--config", path, "--state-dir", s.stateDir)
+	s.cmd = exec.Command(bin.server, append([]string{"--config", path, "--state-dir", s.stateDir}, cfg.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,11 @@ import (
 // (Config.HandshakeTimeout, and the stream's life): DialFunc must return
 // soon after ctx is done, or Close waits for it. DialFunc is called from the
 // stream's own goroutine, one call at a time.
+//
+// A DialFunc error is retried with backoff, unless it has (in its chain, by
+// errors.As) a method Permanent() bool that returns true: then the stream
+// ends at once with that error (for example a registration the server
+// rejected for good, which retrying cannot change).
 type DialFunc func(ctx context.Context) (wire.Conn, error)
 
 // Open creates a new session on the server reached through dial and returns

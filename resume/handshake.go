@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 
@@ -258,5 +259,6 @@ func permanent(err error) bool {
 	case *ExpiredError, *PeerClosedError, *LostError:
 		return true
 	}
-	return false
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
 }

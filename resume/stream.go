@@ -107,6 +107,11 @@ type Stream struct {
 	// End, guarded by mu.
 	err error // why the stream ended; nil while it lives
 
+	// Explicit round-trip measurements (Ping), guarded by mu.
+	pings    map[uint64]*pingWait // waiting for their Pong, by wire Ping id
+	pingOut  []uint64             // to write on the attached connection
+	pingNext uint64               // last explicit ping number
+
 	// Client only.
 	dial   DialFunc
 	down   chan *link // lost connections, to the redial loop
@@ -443,6 +448,7 @@ func (s *Stream) install(conn wire.Conn, peerRecv uint64, peerReplay uint64, pee
 	l := &link{s: s, conn: conn, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		writerDone: make(chan struct{}), attachedAt: time.Now(), next: peerRecv + 1, recvNext: s.recvd + 1}
 	s.ackedIn, s.unacked, s.ackNow, s.ackAt = s.recvd, 0, false, time.Time{}
+	s.requeuePings()
 	s.peerReplay = int(min(peerReplay, 1<<30))
 	s.peerMax = int(peerMax)
 	s.cur, s.last = l, l
@@ -559,6 +565,7 @@ func (s *Stream) end(err error, goodbye *closeMsg, cond func() error) bool {
 	s.sendSig.broadcast()
 	s.recvSig.broadcast()
 	s.roomSig.broadcast()
+	s.failPings()
 	s.mu.Unlock()
 
 	if s.cancel != nil {
@@ -750,6 +757,9 @@ func (l *link) writeLoop() {
 			f = wire.MessageFrame(l.pong)
 			l.pong = nil
 		}
+		if f.Type == 0 && len(s.pingOut) > 0 {
+			f = s.nextPing(now)
+		}
 		if f.Type == 0 && l.next <= s.sent {
 			m := s.out.at(int(l.next - s.acked - 1))
 			f = wire.Frame{Type: wire.TypeData, Channel: Channel}
@@ -854,6 +864,11 @@ func (l *link) handle(f wire.Frame) error {
 		l.kickWriter()
 		return nil
 	case wire.TypePong:
+		m, err := wire.DecodeMessage(f)
+		if err != nil {
+			return &ProtocolError{SessionID: s.id, Op: "read", Err: err}
+		}
+		s.onPong(m.(*wire.Pong).ID)
 		return nil
 	case wire.TypeClose:
 		m, err := wire.DecodeMessage(f)

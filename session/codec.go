@@ -50,6 +50,10 @@ func newMessage(k Kind) Message {
 		return &DataChange{}
 	case KindSessionClosed:
 		return &SessionClosed{}
+	case KindReclaim:
+		return &Reclaim{}
+	case KindReclaimed:
+		return &Reclaimed{}
 	}
 	return newRemoteMessage(k)
 }

@@ -5,9 +5,9 @@
 //
 // The package is a codec and nothing else: Encode and Append turn a Message
 // into bytes, Decode turns bytes back into a Message, and neither knows how
-// the bytes travel. Today every message is the payload of one wire Data
-// frame on Channel (2) of a registered connection; later the same bytes
-// ride in resume streams.
+// the bytes travel. Over a stream bearer every message is one message of
+// the client's resume stream (package resume); over a datagram bearer, the
+// payload of one wire Data frame on Channel (2) of a registered connection.
 //
 // A message is one kind byte followed by TLV fields, encoded with the wire
 // package's field helpers (docs/PROTOCOL.md, "Payload encoding"):

@@ -10,8 +10,9 @@ import (
 )
 
 // Channel is the wire channel that carries session messages on a
-// registered connection: one message per Data frame, flags 0. (Channel 0
-// is the connection's own; channel 1 belongs to the resume layer.)
+// registered connection without a resume stream (a datagram bearer): one
+// message per Data frame, flags 0. (Channel 0 is the connection's own;
+// channel 1 belongs to the resume layer, which carries them otherwise.)
 const Channel uint32 = 2
 
 // Limits. Encode refuses and Decode rejects anything beyond them.
@@ -84,6 +85,7 @@ var kindNames = map[Kind]string{
 	KindError: "Error", KindServiceList: "ServiceList", KindDescription: "Description",
 	KindSessionStarted: "SessionStarted", KindResult: "Result", KindOK: "OK", KindSnapshot: "Snapshot",
 	KindEvent: "Event", KindEventsLost: "EventsLost", KindDataChange: "DataChange", KindSessionClosed: "SessionClosed",
+	KindReclaim: "Reclaim", KindReclaimed: "Reclaimed", // reclaim.go
 }
 
 // String names the kind ("Call"), or "kind 0xNN" for one this version does
@@ -125,7 +127,7 @@ const (
 	// the method ran is then unknown.
 	CodeUnavailable Code = 4
 	// CodeUnknownSession: no session with that id is open on this
-	// connection (sessions end with the connection that started them).
+	// client's resume stream (without a stream: on this connection).
 	CodeUnknownSession Code = 5
 	// CodeUnknownMethod: the service has no method of that name.
 	CodeUnknownMethod Code = 6
@@ -328,6 +330,11 @@ type SessionStarted struct {
 	// Routing is the session's routing document (XML, docs/PROTOCOL.md
 	// "Routing documents").
 	Routing []byte // tag 3, required, ≤ MaxDocument
+	// Secret is the session's reclaim secret: a client that keeps it (with
+	// the session id) can take the session back after a restart (Reclaim).
+	// Exactly SecretSize bytes, or empty when the session cannot be
+	// reclaimed (it lives on a connection, not on a resume stream).
+	Secret []byte // tag 4
 }
 
 // Result answers a Call that succeeded: the result encoded by
@@ -404,7 +411,7 @@ var (
 	namesServiceList = []string{1: "id", 2: "service"}
 	namesEntry       = []string{1: "name", 2: "version", 3: "description", 4: "available", 5: "problem", 6: "runner"}
 	namesDescription = []string{1: "id", 2: "xml"}
-	namesStarted     = []string{1: "id", 2: "session", 3: "routing"}
+	namesStarted     = []string{1: "id", 2: "session", 3: "routing", 4: "secret"}
 	namesResult      = []string{1: "id", 2: "value"}
 	namesSnapshot    = []string{1: "id", 2: "path", 3: "value"}
 	namesEvent       = []string{1: "session", 2: "name", 3: "args"}
@@ -966,7 +973,7 @@ func (*Description) fieldName(tag uint64) string { return name(namesDescription,
 func (*SessionStarted) Kind() Kind           { return KindSessionStarted }
 func (m *SessionStarted) ResponseTo() uint64 { return m.ID }
 func (m *SessionStarted) appendFields(dst []byte) []byte {
-	return appendBytes(appendString(appendUint(dst, 1, m.ID), 2, m.Session), 3, m.Routing)
+	return appendBytes(appendBytes(appendString(appendUint(dst, 1, m.ID), 2, m.Session), 3, m.Routing), 4, m.Secret)
 }
 func (m *SessionStarted) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -976,6 +983,8 @@ func (m *SessionStarted) field(f wire.Field) (bool, error) {
 		return true, text(f, MaxSessionID, &m.Session)
 	case 3:
 		return true, blob(f, MaxDocument, &m.Routing)
+	case 4:
+		return true, blob(f, SecretSize, &m.Secret)
 	}
 	return false, nil
 }
@@ -985,7 +994,7 @@ func (m *SessionStarted) check() (uint64, error) {
 		routing = ErrMissingField
 	}
 	return first(tagCheck{1, required(m.ID)}, tagCheck{2, checkRequired(m.Session, MaxSessionID)},
-		tagCheck{3, routing}, tagCheck{3, checkBlob(m.Routing, MaxDocument)})
+		tagCheck{3, routing}, tagCheck{3, checkBlob(m.Routing, MaxDocument)}, tagCheck{4, checkSecret(m.Secret, false)})
 }
 func (*SessionStarted) repeated(uint64) bool        { return false }
 func (*SessionStarted) fieldName(tag uint64) string { return name(namesStarted, tag) }

@@ -61,6 +61,18 @@ func samples() []struct {
 		{"events-lost", &EventsLost{Session: sid, Count: 44}},
 		{"data-change", &DataChange{Session: sid, Watch: 9, Path: "meter.level", Value: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{"session-closed", &SessionClosed{Session: sid, Reason: "the restarted service refused to reopen the session"}},
+		{"session-started-secret", &SessionStarted{ID: 3, Session: sid, Routing: []byte(`<routing/>`), Secret: bytes.Repeat([]byte{0xa5}, SecretSize)}},
+		{"reclaim", &Reclaim{ID: 1, Sessions: []ReclaimEntry{
+			{Session: sid, Secret: bytes.Repeat([]byte{1}, SecretSize)},
+			{Session: "2", Secret: bytes.Repeat([]byte{2}, SecretSize)},
+		}}},
+		{"reclaim-none", &Reclaim{ID: 1}},
+		{"reclaimed", &Reclaimed{ID: 1, Results: []ReclaimResult{
+			{Session: sid, Status: ReclaimRestored, Service: "example.echo", Routing: []byte(`<routing/>`)},
+			{Session: "2", Status: ReclaimExpired, Service: "example.echo", Reason: "expired", Requests: 12, LastRequest: 40, EndedUnixMilli: 1700000000000},
+			{Session: "3", Status: ReclaimDenied},
+			{Session: "4", Status: 77},
+		}}},
 	}, remoteSamples()...)
 }
 
@@ -154,6 +166,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"error-code-range", append([]byte{byte(KindError)}, append(id, wire.AppendUint64Field(nil, 2, 70000)...)...), "session: decode Error field code at offset 4: malformed: value 70000 exceeds 65535", ErrMalformed, 7},
 		{"description-empty", append([]byte{byte(KindDescription)}, id...), "session: decode Description field xml at offset 4: required field missing or zero", ErrMissingField, 7},
 		{"notification-no-session", []byte{byte(KindEvent), 2, 1, 'e'}, "session: decode Event field session at offset 4: required field missing or zero", ErrMissingField, 0},
+		{"secret-short", append(append([]byte{byte(KindSessionStarted)}, id...), append(append(wire.AppendStringField(nil, 2, "s"), wire.AppendBytesField(nil, 3, []byte("<r/>"))...), wire.AppendBytesField(nil, 4, []byte("short"))...)...), "session: decode SessionStarted field secret at offset 20: malformed: secret of 5 bytes, want 32", ErrMalformed, 7},
+		{"reclaim-no-secret", append(append([]byte{byte(KindReclaim)}, id...), wire.AppendBytesField(nil, 2, wire.AppendStringField(nil, 1, "s"))...), "session: decode Reclaim field session at offset 4: secret: required field missing or zero", ErrMissingField, 7},
+		{"reclaim-twice", append(append(append([]byte{byte(KindReclaim)}, id...), reclaimEntry("s")...), reclaimEntry("s")...), "session: decode Reclaim field session at offset 82: malformed: session \"s\" listed twice", ErrMalformed, 7},
+		{"reclaimed-no-status", append(append([]byte{byte(KindReclaimed)}, id...), wire.AppendBytesField(nil, 2, wire.AppendStringField(nil, 1, "s"))...), "session: decode Reclaimed field result at offset 4: status: required field missing or zero", ErrMissingField, 7},
+		{"reclaimed-status-range", append(append([]byte{byte(KindReclaimed)}, id...), wire.AppendBytesField(nil, 2, wire.AppendUint64Field(wire.AppendStringField(nil, 1, "s"), 2, 300))...), "session: decode Reclaimed field result at offset 4: status at entry offset 3: malformed: value 300 exceeds 255", ErrMalformed, 7},
 	}
 	for _, c := range cases {
 		_, err := Decode(c.in)
@@ -172,6 +189,11 @@ func TestDecodeErrors(t *testing.T) {
 			t.Errorf("%s: ID %d, want %d", c.name, de.ID, c.wantID)
 		}
 	}
+}
+
+// reclaimEntry is an encoded Reclaim session field.
+func reclaimEntry(id string) []byte {
+	return wire.AppendBytesField(nil, 2, wire.AppendBytesField(wire.AppendStringField(nil, 1, id), 2, bytes.Repeat([]byte{9}, SecretSize)))
 }
 
 func TestUnknownFieldsSkipped(t *testing.T) {

@@ -23,7 +23,7 @@ func sampleMessages() []struct {
 	}{
 		{"hello-full", &Hello{MinVersion: 1, MaxVersion: 3, ClientID: testClientID, Token: "s3cret-token", ClientName: "laptop ü", Features: 1<<63 | 5, MaxPayload: 4 << 20}},
 		{"hello-minimal", &Hello{MinVersion: 1, MaxVersion: 1, ClientID: testClientID}},
-		{"welcome-full", &Welcome{Version: 1, ServerID: "server-a", ClientID: testClientID, PingIntervalMillis: 15000, MaxPayload: DefaultMaxPayload, Features: 4}},
+		{"welcome-full", &Welcome{Version: 1, ServerID: "server-a", ClientID: testClientID, PingIntervalMillis: 15000, MaxPayload: DefaultMaxPayload, Features: 4, PingWindowMillis: 30000}},
 		{"welcome-minimal", &Welcome{Version: 1, ClientID: testClientID}},
 		{"reject-auth", &Reject{Code: RejectAuth, Message: "bad token"}},
 		{"reject-busy", &Reject{Code: RejectBusy, Message: "try later", Retryable: true, RetryAfterMillis: 2500}},

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -187,9 +188,13 @@ type Welcome struct {
 	MaxPayload uint32 // tag 5
 	// Features is the subset of the Hello's features the server accepted.
 	Features uint64 // tag 6
+	// PingWindowMillis is the dead-path window the server asks for: a side
+	// that has received nothing for this long considers the path dead.
+	// Zero means three ping intervals (docs/PROTOCOL.md, "Keepalive").
+	PingWindowMillis uint32 // tag 7
 }
 
-var welcomeNames = []string{1: "version", 2: "server_id", 3: "client_id", 4: "ping_interval_ms", 5: "max_payload", 6: "features"}
+var welcomeNames = []string{1: "version", 2: "server_id", 3: "client_id", 4: "ping_interval_ms", 5: "max_payload", 6: "features", 7: "ping_window_ms"}
 
 // Type returns TypeWelcome.
 func (*Welcome) Type() Type { return TypeWelcome }
@@ -204,7 +209,8 @@ func (w *Welcome) AppendPayload(dst []byte) []byte {
 	dst = appendIDOpt(dst, 3, w.ClientID)
 	dst = appendUintOpt(dst, 4, uint64(w.PingIntervalMillis))
 	dst = appendUintOpt(dst, 5, uint64(w.MaxPayload))
-	return appendUintOpt(dst, 6, w.Features)
+	dst = appendUintOpt(dst, 6, w.Features)
+	return appendUintOpt(dst, 7, uint64(w.PingWindowMillis))
 }
 
 func (w *Welcome) decode(p []byte) error {
@@ -222,6 +228,8 @@ func (w *Welcome) decode(p []byte) error {
 			w.MaxPayload, err = f.Uint32()
 		case 6:
 			w.Features, err = f.Uint64()
+		case 7:
+			w.PingWindowMillis, err = f.Uint32()
 		}
 		return err
 	})
@@ -229,6 +237,25 @@ func (w *Welcome) decode(p []byte) error {
 		return err
 	}
 	return fs.check(w)
+}
+
+// PingWindow returns the dead-path window the Welcome asks for: its
+// PingWindowMillis, or three ping intervals when that is zero.
+func (w *Welcome) PingWindow() time.Duration {
+	if w.PingWindowMillis > 0 {
+		return time.Duration(w.PingWindowMillis) * time.Millisecond
+	}
+	return 3 * w.PingInterval()
+}
+
+// PingInterval returns the keepalive interval the Welcome asks for: its
+// PingIntervalMillis, or DefaultPingIntervalMillis when that is zero.
+func (w *Welcome) PingInterval() time.Duration {
+	ms := w.PingIntervalMillis
+	if ms == 0 {
+		ms = DefaultPingIntervalMillis
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func (w *Welcome) check() (uint64, error) {

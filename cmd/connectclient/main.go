@@ -2,7 +2,7 @@
 //
 //	connectclient [--server URL] [--token TOKEN | --token-file FILE] [--ca FILE]
 //	              [--cert F --key F] [--insecure] [--state-dir DIR] [--json]
-//	              [--timeout D] [--bearer-plugin PATH] COMMAND ...
+//	              [--timeout D] [--bearer-plugin PATH] [--session-file FILE] COMMAND ...
 //
 // Commands:
 //
@@ -47,6 +47,7 @@ func main() {
 
 type options struct {
 	server, token, tokenFile, ca, cert, key, stateDir, bearerPlugin, name string
+	sessionFile                                                           string
 	logLevel                                                              string
 	insecure, json, xml, routing                                          bool
 	timeout, regTimeout                                                   time.Duration
@@ -70,6 +71,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.key, "key", "", "ssl: client key `FILE` (PEM), with --cert")
 	fs.BoolVar(&o.insecure, "insecure", false, "ssl: do not verify the server certificate (development only)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state `DIR` holding the client id (default $CONNECT_STATE_DIR, else ~/.local/state/connect)")
+	fs.StringVar(&o.sessionFile, "session-file", "", "keep the open sessions' ids and secrets in `FILE`, so that events and watch take their session back after a crash or a kill (one process per file)")
 	fs.BoolVar(&o.json, "json", false, "print results as JSON")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up connecting and registering after `D`")
 	fs.DurationVar(&o.regTimeout, "registration-timeout", 5*time.Second, "give up one connection attempt (connect + registration) after `D` and retry, within --timeout")
@@ -196,7 +198,7 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 	defer cancel()
 	c, err = client.Dial(dctx, client.Config{
 		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
-		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger,
+		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger, StateFile: o.sessionFile,
 		OnState: func(s client.State, err error) {
 			if err != nil {
 				logger.Info("state", "state", s.String(), "because", err)
@@ -208,6 +210,11 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 	if err != nil {
 		closeBearer()
 		return nil, ep, id, nil, err
+	}
+	for _, r := range c.Reclaimed() {
+		if r.Err != nil {
+			fmt.Fprintf(stderr, "connectclient: %v\n", r.Err)
+		}
 	}
 	return c, ep, id, func() { c.Close(); closeBearer() }, nil
 }

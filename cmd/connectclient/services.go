@@ -503,6 +503,23 @@ func reconnectable(ctx context.Context, err error) bool {
 
 func stamp(t time.Time) string { return t.Format("15:04:05.000") }
 
+// sessionFor returns an open session with service that the client took back
+// after a restart (--session-file), or starts a new one.
+func sessionFor(ctx context.Context, c *client.Client, service string, stderr io.Writer) (*client.Session, error) {
+	for _, r := range c.Reclaimed() {
+		if r.Session != nil && r.Service == service && r.Session.Err() == nil && !reused[r.ID] {
+			reused[r.ID] = true
+			fmt.Fprintf(stderr, "connectclient: took back session %s of the previous run\n", r.ID)
+			return r.Session, nil
+		}
+	}
+	return c.StartSession(ctx, service)
+}
+
+// reused marks the reclaimed sessions already in use (one command runs per
+// process, on one goroutine).
+var reused = map[string]bool{}
+
 func events(ctx context.Context, o *options, c *client.Client, service string, names []string, stdout, stderr io.Writer) error {
 	what := "all events"
 	if len(names) > 0 {
@@ -512,7 +529,7 @@ func events(ctx context.Context, o *options, c *client.Client, service string, n
 	seen := 0
 	for again := false; ; again = true {
 		rctx, cancel := streamRequest(ctx, o, again)
-		s, err := c.StartSession(rctx, service)
+		s, err := sessionFor(rctx, c, service, stderr)
 		if err != nil {
 			cancel()
 			return fmt.Errorf("events %s: %w", service, err)
@@ -605,7 +622,7 @@ func watch(ctx context.Context, o *options, c *client.Client, service, path stri
 	changes := 0
 	for again := false; ; again = true {
 		rctx, cancel := streamRequest(ctx, o, again)
-		s, err := c.StartSession(rctx, service)
+		s, err := sessionFor(rctx, c, service, stderr)
 		if err != nil {
 			cancel()
 			return fmt.Errorf("watch %s: %w", service, err)

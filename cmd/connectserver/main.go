@@ -5,6 +5,7 @@
 //
 //	connectserver [--config FILE] [--listen URL]... [--http ADDR|off] [--state-dir DIR]
 //	              [--token TOKEN]... [--log-level L] [--log-format text|json]
+//	              [--linger D] [--pingFrequency MS] [--pingWindowFactor N]
 //	connectserver check --config FILE
 //	connectserver version
 package main
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -72,6 +74,9 @@ func serve(args []string, stderr io.Writer) error {
 	tokens := fs.StringArray("token", nil, "accept client `TOKEN` (repeatable; adds to the configured tokens)")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default from the configuration, info)")
 	logFormat := fs.String("log-format", "", "log format: text or json (default from the configuration, text)")
+	linger := fs.Duration("linger", 0, "how long a client's sessions outlive its connection (`D`, default from <resume linger>, 10m)")
+	pingFrequency := fs.Int("pingFrequency", 0, "keepalive interval in milliseconds (`MS`, default from <resume pingFrequency>, 5000)")
+	pingWindowFactor := fs.Int("pingWindowFactor", 0, "declare a path dead after `N` ping intervals without traffic (default from <resume pingWindowFactor>, 2)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n  connectserver [flags]\n  connectserver check --config FILE\n  connectserver version\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -110,6 +115,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
+	}
+	if err := applyResumeFlags(fs, cfg, *linger, *pingFrequency, *pingWindowFactor); err != nil {
+		return err
 	}
 	logger, err := cli.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -158,6 +166,31 @@ func serve(args []string, stderr io.Writer) error {
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return srv.Close()
+}
+
+// applyResumeFlags applies --linger, --pingFrequency and --pingWindowFactor
+// (the <resume> attributes of the same names) when given.
+func applyResumeFlags(fs *pflag.FlagSet, cfg *config.Server, linger time.Duration, freq, factor int) error {
+	if fs.Changed("linger") {
+		if linger <= 0 {
+			return cli.Usagef("--linger must be greater than 0, got %v", linger)
+		}
+		cfg.Resume.Linger = linger
+	}
+	if fs.Changed("pingFrequency") {
+		d := time.Duration(freq) * time.Millisecond
+		if d < config.MinPingFrequency || d > config.MaxPingFrequency {
+			return cli.Usagef("--pingFrequency must be from %d to %d milliseconds, got %d", config.MinPingFrequency.Milliseconds(), config.MaxPingFrequency.Milliseconds(), freq)
+		}
+		cfg.Resume.PingFrequency = d
+	}
+	if fs.Changed("pingWindowFactor") {
+		if factor < config.MinPingWindowFactor || factor > config.MaxPingWindowFactor {
+			return cli.Usagef("--pingWindowFactor must be from %d to %d, got %d", config.MinPingWindowFactor, config.MaxPingWindowFactor, factor)
+		}
+		cfg.Resume.PingWindowFactor = factor
+	}
+	return nil
 }
 
 // check validates a configuration and every stock adapter's attributes,
