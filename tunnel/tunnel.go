@@ -42,7 +42,7 @@ type Stream interface {
 }
 
 // ChunkSize is the most bytes one data message carries.
-const ChunkSize = 64 << 10
+const ChunkSize = 256 << 10
 
 // openVersion is the version byte that starts an Open message.
 const openVersion = 1

@@ -324,13 +324,11 @@ func TestTunnelAcrossBreaks(t *testing.T) {
 		seen := 0
 		for breaks < maxBreaks && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
-			r.mu.Lock()
-			n := len(r.conns)
-			r.mu.Unlock()
-			if n == seen {
-				continue // not reconnected yet
+			st := s.Stats()
+			if !st.Connected || st.Attaches == seen {
+				continue // not resumed yet
 			}
-			seen = n
+			seen = st.Attaches
 			time.Sleep(time.Duration(rnd.IntN(20)) * time.Millisecond)
 			r.breakNewest()
 			breaks++
