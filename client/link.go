@@ -134,7 +134,7 @@ func (l *link) serve(ctx context.Context) (err error) {
 	defer cancel()
 	go l.keepalive(kctx, interval)
 	for {
-		// The server pings nothing yet; our own keepalive pongs keep the
+		// The server's own pings (diagnostics) and the pongs to ours keep the
 		// read side busy, so three silent intervals mean a dead path.
 		l.bc.SetReadDeadline(time.Now().Add(3 * interval))
 		m, err := l.wc.ReadMessage()

@@ -588,6 +588,9 @@ func (cs *connSessions) session(id uint64, sid string) (*clientSession, *session
 		return nil, session.NewError(id, session.CodeUnknownSession,
 			fmt.Sprintf("no session %q on this connection (closed, or started on an earlier connection: sessions end with the connection that started them)", sid))
 	}
+	if cs.s.diag.on {
+		s.msgsIn.Add(1)
+	}
 	return s, nil
 }
 
@@ -680,7 +683,15 @@ func (cs *connSessions) invoke(ctx context.Context, s *clientSession, m *session
 	}
 	hs.calls.Add(1)
 	s.calls.Add(1)
+	var start time.Time
+	if cs.s.diag.on {
+		start = time.Now()
+	}
 	res, err := p.Call(ctx, s.id, m.Method, m.Args)
+	if cs.s.diag.on {
+		hs.lat.Record(time.Since(start))
+		s.msgsOut.Add(1)
+	}
 	if err != nil {
 		hs.errors.Add(1)
 		code, msg := callErrorCode(err)
@@ -844,13 +855,16 @@ func (cs *connSessions) stop(m *session.Stop) session.Message {
 
 // clientSession is one session a client started on this connection.
 type clientSession struct {
-	id     string
-	hs     *hostedService
-	cs     *connSessions
-	since  time.Time
-	calls  atomic.Uint64
-	ctx    context.Context // ends with the session; calls derive from it
-	cancel context.CancelCauseFunc
+	id    string
+	hs    *hostedService
+	cs    *connSessions
+	since time.Time
+	calls atomic.Uint64
+	// Messages of the session: requests naming it, and results and
+	// notifications for it (counted with diagnostics on).
+	msgsIn, msgsOut atomic.Uint64
+	ctx             context.Context // ends with the session; calls derive from it
+	cancel          context.CancelCauseFunc
 
 	mu         sync.Mutex
 	closed     bool
@@ -1017,6 +1031,9 @@ func (s *clientSession) drain(buf [][]byte) [][]byte {
 			cs.warnf("a session notification is larger than the connection carries; dropped", "kind", m.Kind().String(), "session", s.id, "bytes", len(b), "limit", cs.limit)
 		default:
 			buf = append(buf, b)
+			if cs.s.diag.on {
+				s.msgsOut.Add(1)
+			}
 		}
 	}
 	for _, q := range queue {
