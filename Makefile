@@ -32,7 +32,7 @@ FUZZ_TARGETS := \
 	./tunnel:FuzzDecodeOpen \
 	./tunnel:FuzzParseProxyV2
 
-.PHONY: all build test test-short lint fuzz fuzz-short soak bench bench-udp generate clean
+.PHONY: all build test test-short lint fuzz fuzz-short soak bench bench-udp bench-tunnel generate clean
 
 all: build
 
@@ -80,6 +80,16 @@ bench:
 
 bench-udp:
 	$(GO) run ./bench/udprate
+
+# The tunnel against chained socat relays, a resume session against raw TCP,
+# and the time from a restored link to the first new message (needs socat).
+bench-tunnel:
+	$(GO) run ./bench/tunnelbench
+
+# What diagnostics cost: calls and bulk transfer, diagnostics on vs off,
+# interleaved in one run (docs/BENCHMARKS.md, "Diagnostics").
+bench-diag:
+	$(GO) run ./bench/diagcost
 
 # Regenerate the gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
 generate:

@@ -96,6 +96,28 @@ type Server struct {
 	// Configuration holds the named configuration groups that the built-in
 	// Configuration service publishes as runtime data.
 	Configuration []ConfigGroup
+	// Diagnostics says what the server measures and shows.
+	Diagnostics Diagnostics
+}
+
+// Dashboard access modes (<diagnostics dashboard="..">).
+const (
+	DashboardLoopback = "loopback" // only requests from a loopback address (the default)
+	DashboardAny      = "any"      // whoever reaches the HTTP address
+	DashboardOff      = "off"      // no dashboard, no /diagnostics endpoints
+)
+
+// Diagnostics is the <diagnostics> element (docs/DIAGNOSTICS.md).
+type Diagnostics struct {
+	// Enabled turns the measurements on (the default): per-client bytes,
+	// messages and round trips, call latencies, the server's keepalive
+	// pings, the once-a-second snapshot. Off, only the plain counters of
+	// /metrics remain.
+	Enabled bool
+	// Dashboard is who may see the web dashboard and the /diagnostics
+	// endpoints on the HTTP address: DashboardLoopback, DashboardAny or
+	// DashboardOff.
+	Dashboard string
 }
 
 // ConfigGroup is a <group> of <configuration>: named, typed values.

@@ -54,7 +54,8 @@ func TestDefault(t *testing.T) {
 			{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 15},
 			{Name: "ssl", Type: "connect.bearer.ssl", Address: ep("ssl://127.0.0.1:9501"), Attributes: bearers.Attributes{}, Line: 16},
 		},
-		Services: []Service{{Name: "Demo", Builtin: "demo", Line: 18}},
+		Services:    []Service{{Name: "Demo", Builtin: "demo", Line: 18}, {Name: "Diagnostics", Builtin: "diagnostics", Line: 20}},
+		Diagnostics: Diagnostics{Enabled: true, Dashboard: DashboardLoopback},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("Default() =\n%+v\nwant\n%+v", s, want)
@@ -136,6 +137,9 @@ func TestExample(t *testing.T) {
 	if r := s.RemoteServices; r == nil || r.Default != "deny" || len(r.Rules) != 1 || r.Rules[0].Token != "ops" || !r.Rules[0].Allow {
 		t.Errorf("RemoteServices = %+v", r)
 	}
+	if s.Diagnostics != (Diagnostics{Enabled: true, Dashboard: DashboardLoopback}) {
+		t.Errorf("Diagnostics = %+v", s.Diagnostics)
+	}
 }
 
 // minimal is the smallest valid document: one adapter.
@@ -157,6 +161,16 @@ func TestMinimalDefaults(t *testing.T) {
 	}
 	if w := s.Resume.PingWindow(); w != 10*time.Second {
 		t.Errorf("PingWindow = %v", w)
+	}
+	if s.Diagnostics != (Diagnostics{Enabled: true, Dashboard: DashboardLoopback}) {
+		t.Errorf("diagnostics default = %+v, want on, dashboard on loopback", s.Diagnostics)
+	}
+	off, err := Parse("c.xml", []byte(strings.Replace(minimal, "</connectserver>", `<diagnostics enabled="false" dashboard="off"/></connectserver>`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Diagnostics != (Diagnostics{Enabled: false, Dashboard: DashboardOff}) {
+		t.Errorf("diagnostics = %+v, want off", off.Diagnostics)
 	}
 	if len(s.Adapters) != 1 || s.Adapters[0].Name != "tcp" || s.Adapters[0].Line != 2 || s.Adapters[0].Attributes == nil {
 		t.Errorf("adapter = %+v, want name defaulted to tcp, line 2, non-nil attributes", s.Adapters)
@@ -267,11 +281,11 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address" is required`,
 			`c.xml:3: connectionAdapter[1] attribute "adress" unknown (known: name, type, plugin, address)`}},
 		{"unknown element", "<connectserver>\n<htp address=\"off\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`}},
+			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`}},
 		{"child of a leaf", "<connectserver>\n<http address=\"off\">\n<port/>\n</http>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: http element <port> unknown (http has no child elements)`}},
 		{"prefixed element and attribute", "<connectserver xmlns:x=\"urn:x\">\n<x:http address=\"off\"/>\n<log x:level=\"info\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`,
+			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`,
 			`c.xml:3: log attribute "x:level" unknown (known: level, format)`}},
 		{"attribute on authentication", "<connectserver>\n<authentication mode=\"x\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: authentication attribute "mode" unknown (authentication has no attributes)`}},
@@ -285,6 +299,10 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: resume attribute "pingInterval" unknown (known: linger, pingFrequency, pingWindowFactor)`}},
 		{"singleton twice", "<connectserver>\n<log/>\n<log/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: log given twice (first at line 2); only one is allowed`}},
+		{"diagnostics", "<connectserver>\n<diagnostics enabled=\"no\"\n dashboard=\"public\" x=\"1\"/>\n" + adapterTCP + "\n</connectserver>", []string{
+			`c.xml:2: diagnostics attribute "enabled": "no" is not true or false`,
+			`c.xml:3: diagnostics attribute "x" unknown (known: enabled, dashboard)`,
+			`c.xml:3: diagnostics attribute "dashboard": "public" unknown (known: loopback, any, off)`}},
 		{"http address", "<connectserver>\n<http address=\"localhost\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: http attribute "address": "localhost" is not host:port or off`}},
 		{"http port", "<connectserver>\n<http address=\"127.0.0.1:http\"/>\n" + adapterTCP + "\n</connectserver>", []string{
@@ -407,7 +425,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`connectserver.xml:8: connectionAdapter[3] attribute "adress" unknown (known: name, type, plugin, address)`,
 		`connectserver.xml:8: connectionAdapter[3] attribute "address" is required`,
 		`connectserver.xml:8: connectionAdapter[3]: type example.bearer.ws is not a stock bearer (stock: connect.bearer.ssl, connect.bearer.tcp, connect.bearer.udp); name its executable with plugin="..."`,
-		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices)`,
+		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`,
 	}
 	_, err := Parse("connectserver.xml", []byte(doc))
 	got := problemLines(t, err)

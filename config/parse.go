@@ -26,12 +26,13 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "resume", "connectionAdapter", "service", "configuration", "policy", "remoteServices"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "resume", "connectionAdapter", "service", "configuration", "policy", "remoteServices", "diagnostics"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	logFormats       = []string{"text", "json"}
+	dashboardModes   = []string{DashboardLoopback, DashboardAny, DashboardOff}
 	maxTokenFileSize = 64 << 10
 )
 
@@ -217,7 +218,8 @@ func (p *parser) server(rn *node) *Server {
 			RestartBackoffMin: DefaultRestartBackoffMin,
 			RestartBackoffMax: DefaultRestartBackoffMax,
 		},
-		Resume: Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor},
+		Resume:      Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor},
+		Diagnostics: Diagnostics{Enabled: true, Dashboard: DashboardLoopback},
 	}
 	p.attrs(rn)
 	p.noText(rn)
@@ -275,6 +277,8 @@ func (p *parser) server(rn *node) *Server {
 			s.Policy = p.policy(n)
 		case "remoteServices":
 			s.RemoteServices = p.remoteServices(n) // remote.go
+		case "diagnostics":
+			p.diagnostics(n, s)
 		}
 	})
 	if len(adapters) == 0 {
@@ -312,6 +316,27 @@ func (p *parser) http(n *node, s *Server) {
 		return
 	}
 	s.HTTPAddr = v
+}
+
+func (p *parser) diagnostics(n *node, s *Server) {
+	p.leaf(n, "enabled", "dashboard")
+	if v, ok := n.attrs["enabled"]; ok {
+		switch v {
+		case "true":
+			s.Diagnostics.Enabled = true
+		case "false":
+			s.Diagnostics.Enabled = false
+		default:
+			p.add(p.line(n, "enabled"), "%s attribute %q: %q is not true or false", n.path, "enabled", v)
+		}
+	}
+	if v, ok := n.attrs["dashboard"]; ok {
+		if contains(dashboardModes, v) {
+			s.Diagnostics.Dashboard = v
+		} else {
+			p.add(p.line(n, "dashboard"), "%s attribute %q: %q unknown (known: %s)", n.path, "dashboard", v, strings.Join(dashboardModes, ", "))
+		}
+	}
 }
 
 func (p *parser) log(n *node, s *Server) {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bearerkit/connect/internal/histogram"
 	"github.com/bearerkit/connect/pluginhost"
 )
 
@@ -45,8 +46,9 @@ func (s *Server) startHTTP() error {
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	s.registerServiceHTTP(mux)
 	mux.HandleFunc("GET /sessions", s.serveSessions)
+	s.registerDashboard(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint %s %s (try /healthz, /metrics or /servicedescriptions)", r.Method, r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint %s %s (try /healthz, /metrics, /servicedescriptions or /diagnostics)", r.Method, r.URL.Path)})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	s.mu.Lock()
@@ -102,52 +104,97 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	snap := s.Diagnostics() // the same figures as every other view
 	var b strings.Builder
 	counter := func(name, help string, v uint64) {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
-	counter("connect_connections_total", "Connections accepted on all adapters.", s.metrics.connections.Load())
-	counter("connect_registrations_total", "Successful client registrations.", s.metrics.registrations.Load())
-	counter("connect_registration_failures_total", "Failed registrations (auth, protocol, timeout).", s.metrics.registrationFailures.Load())
-	counter("connect_pings_total", "Pings answered.", s.metrics.pings.Load())
-	fmt.Fprintf(&b, "# HELP connect_adapter_connections_total Connections accepted per adapter.\n# TYPE connect_adapter_connections_total counter\n")
-	for _, a := range s.adapters {
-		fmt.Fprintf(&b, "connect_adapter_connections_total{adapter=%q,type=%q} %d\n", a.cfg.Name, a.cfg.Type, a.accepted.Load())
+	gauge := func(name, help string, v int64) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
 	}
-	fmt.Fprintf(&b, "# HELP connect_adapter_bytes_total Bytes received from (direction=\"in\") and sent to (\"out\") clients per adapter.\n# TYPE connect_adapter_bytes_total counter\n")
-	for _, a := range s.adapters {
-		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"in\"} %d\n", a.cfg.Name, a.cfg.Type, a.bytesIn.Load())
-		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"out\"} %d\n", a.cfg.Name, a.cfg.Type, a.bytesOut.Load())
+	family := func(name, typ, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 	}
-	fmt.Fprintf(&b, "# HELP connect_adapter_restarts_total Bearer plugin restarts per adapter.\n# TYPE connect_adapter_restarts_total counter\n")
-	for _, a := range s.adapters {
-		fmt.Fprintf(&b, "connect_adapter_restarts_total{adapter=%q,type=%q} %d\n", a.cfg.Name, a.cfg.Type, a.sup.Status().Restarts)
+	t := snap.Totals
+	counter("connect_connections_total", "Connections accepted on all adapters.", uint64(t.Connections))
+	counter("connect_registrations_total", "Successful client registrations.", uint64(t.Registrations))
+	counter("connect_registration_failures_total", "Failed registrations (auth, protocol, timeout).", uint64(t.RegistrationFailures))
+	counter("connect_pings_total", "Pings answered.", uint64(t.PingsAnswered))
+	if s.diag.on {
+		family("connect_messages_total", "counter", "Protocol messages received from (direction=\"in\") and sent to (\"out\") clients.")
+		fmt.Fprintf(&b, "connect_messages_total{direction=\"in\"} %d\nconnect_messages_total{direction=\"out\"} %d\n", t.MessagesIn, t.MessagesOut)
 	}
-	fmt.Fprintf(&b, "# HELP connect_service_calls_total Method calls per service.\n# TYPE connect_service_calls_total counter\n")
-	svcs := s.Services()
-	for _, sv := range svcs {
+	family("connect_adapter_connections_total", "counter", "Connections accepted per adapter.")
+	for _, a := range snap.Bearers {
+		fmt.Fprintf(&b, "connect_adapter_connections_total{adapter=%q,type=%q} %d\n", a.Name, a.Type, a.Connections)
+	}
+	family("connect_adapter_bytes_total", "counter", "Bytes received from (direction=\"in\") and sent to (\"out\") clients per adapter.")
+	for _, a := range snap.Bearers {
+		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"in\"} %d\n", a.Name, a.Type, a.BytesIn)
+		fmt.Fprintf(&b, "connect_adapter_bytes_total{adapter=%q,type=%q,direction=\"out\"} %d\n", a.Name, a.Type, a.BytesOut)
+	}
+	family("connect_adapter_accept_errors_total", "counter", "Accepted connections that failed to register, per adapter.")
+	for _, a := range snap.Bearers {
+		fmt.Fprintf(&b, "connect_adapter_accept_errors_total{adapter=%q,type=%q} %d\n", a.Name, a.Type, a.AcceptErrors)
+	}
+	family("connect_adapter_clients", "gauge", "Registered clients per adapter now.")
+	for _, a := range snap.Bearers {
+		fmt.Fprintf(&b, "connect_adapter_clients{adapter=%q,type=%q} %d\n", a.Name, a.Type, a.Clients)
+	}
+	family("connect_adapter_restarts_total", "counter", "Bearer plugin restarts per adapter.")
+	for _, p := range snap.Plugins {
+		if p.Kind == "bearer" {
+			fmt.Fprintf(&b, "connect_adapter_restarts_total{adapter=%q,type=%q} %d\n", p.Name, s.adapterType(p.Name), p.Restarts)
+		}
+	}
+	family("connect_service_calls_total", "counter", "Method calls per service.")
+	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_service_calls_total{service=%q} %d\n", sv.Name, sv.Calls)
 	}
-	fmt.Fprintf(&b, "# HELP connect_service_call_failures_total Failed method calls per service.\n# TYPE connect_service_call_failures_total counter\n")
-	for _, sv := range svcs {
-		fmt.Fprintf(&b, "connect_service_call_failures_total{service=%q} %d\n", sv.Name, sv.Failures)
+	family("connect_service_call_failures_total", "counter", "Failed method calls per service.")
+	for _, sv := range snap.Services {
+		fmt.Fprintf(&b, "connect_service_call_failures_total{service=%q} %d\n", sv.Name, sv.Errors)
 	}
-	fmt.Fprintf(&b, "# HELP connect_service_events_total Events emitted per service.\n# TYPE connect_service_events_total counter\n")
-	for _, sv := range svcs {
+	family("connect_service_events_total", "counter", "Events emitted per service.")
+	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
-	perService := map[string]int{}
-	for _, si := range s.Sessions() {
-		perService[si.Service]++
+	family("connect_sessions", "gauge", "Open client sessions per service.")
+	for _, sv := range snap.Services {
+		fmt.Fprintf(&b, "connect_sessions{service=%q} %d\n", sv.Name, sv.Sessions)
 	}
-	fmt.Fprintf(&b, "# HELP connect_sessions Open client sessions per service.\n# TYPE connect_sessions gauge\n")
-	for _, sv := range svcs {
-		fmt.Fprintf(&b, "connect_sessions{service=%q} %d\n", sv.Name, perService[sv.Name])
+	if s.diag.on {
+		family("connect_service_call_duration_seconds", "summary", "Method call latency per service: quantiles over the last second, sum and count since the start.")
+		for _, sv := range snap.Services {
+			var c histogram.Counts
+			if hs := s.services[sv.Name]; hs != nil {
+				hs.lat.Snapshot(&c)
+			}
+			fmt.Fprintf(&b, "connect_service_call_duration_seconds{service=%q,quantile=\"0.5\"} %g\n", sv.Name, sv.LatencyP50Micros/1e6)
+			fmt.Fprintf(&b, "connect_service_call_duration_seconds{service=%q,quantile=\"0.99\"} %g\n", sv.Name, sv.LatencyP99Micros/1e6)
+			fmt.Fprintf(&b, "connect_service_call_duration_seconds_sum{service=%q} %g\n", sv.Name, c.Sum.Seconds())
+			fmt.Fprintf(&b, "connect_service_call_duration_seconds_count{service=%q} %d\n", sv.Name, c.Count())
+		}
 	}
-	s.mu.Lock()
-	n := len(s.clients)
-	s.mu.Unlock()
-	fmt.Fprintf(&b, "# HELP connect_clients Registered clients now.\n# TYPE connect_clients gauge\nconnect_clients %d\n", n)
+	family("connect_plugin_up", "gauge", "1 when the plugin process runs, per plugin (kind bearer or service).")
+	for _, p := range snap.Plugins {
+		up := 0
+		if p.State == string(pluginhost.StateRunning) {
+			up = 1
+		}
+		fmt.Fprintf(&b, "connect_plugin_up{kind=%q,name=%q} %d\n", p.Kind, p.Name, up)
+	}
+	family("connect_plugin_restarts_total", "counter", "Plugin restarts, per plugin.")
+	for _, p := range snap.Plugins {
+		fmt.Fprintf(&b, "connect_plugin_restarts_total{kind=%q,name=%q} %d\n", p.Kind, p.Name, p.Restarts)
+	}
+	family("connect_plugin_resident_memory_bytes", "gauge", "Resident memory of each plugin process (VmRSS).")
+	for _, p := range snap.Plugins {
+		fmt.Fprintf(&b, "connect_plugin_resident_memory_bytes{kind=%q,name=%q} %d\n", p.Kind, p.Name, p.RSSBytes)
+	}
+	gauge("connect_resident_memory_bytes", "Resident memory of the server process (VmRSS).", snap.Server.RSSBytes)
+	gauge("connect_clients", "Registered clients now.", snap.Server.Clients)
+	gauge("connect_clients_connecting", "Connections accepted and not registered yet.", snap.Server.Connecting)
 	streams, detached := 0, 0
 	for _, st := range s.Streams() {
 		streams++
@@ -159,6 +206,16 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(&b, "connect_resume_streams{state=\"attached\"} %d\nconnect_resume_streams{state=\"detached\"} %d\n", streams-detached, detached)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write([]byte(b.String()))
+}
+
+// adapterType is the configured type of the adapter name.
+func (s *Server) adapterType(name string) string {
+	for _, a := range s.adapters {
+		if a.cfg.Name == name {
+			return a.cfg.Type
+		}
+	}
+	return ""
 }
 
 // serveSessions lists the open sessions and the clients' resume streams:

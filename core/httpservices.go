@@ -110,7 +110,14 @@ func (s *Server) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	hs.calls.Add(1)
+	var start time.Time
+	if s.diag.on {
+		start = time.Now()
+	}
 	res, err := p.Call(ctx, "", m.Name, enc)
+	if s.diag.on {
+		hs.lat.Record(time.Since(start))
+	}
 	if err != nil {
 		hs.errors.Add(1)
 		httpError(w, callStatus(err), "%v", err)

@@ -1,6 +1,8 @@
 package core
 
 import (
+	"sync/atomic"
+
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -9,6 +11,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/bearerkit/connect/resume"
 
 	"github.com/google/uuid"
 
@@ -44,6 +48,14 @@ type clientConn struct {
 	identity   string // verified certificate identity, if any
 	tokenName  string // the <token name=".."> the client presented, if named
 	since      time.Time
+
+	// stats are the connection's measurements, nil when diagnostics are
+	// off; pinger sends the server's keepalive pings once registered.
+	stats  *connStats
+	pinger *pinger
+	// stream is the resume stream this connection carries, once handed to
+	// it (serveResume); the pinger then measures round trips through it.
+	stream atomic.Pointer[resume.Stream]
 
 	// peerMaxPayload is the client's announced receive limit (Hello).
 	peerMaxPayload int
@@ -83,14 +95,21 @@ func (c *clientConn) reject(code wire.RejectCode, retryable bool, msg string) {
 func (s *Server) handle(a *adapter, bc bearers.Conn) {
 	a.accepted.Add(1)
 	s.metrics.connections.Add(1)
-	bc = &countingConn{Conn: bc, a: a}
+	var st *connStats
+	if s.diag.on {
+		st = &connStats{}
+	}
+	bc = &countingConn{Conn: bc, a: a, st: st}
 	var wc wire.Conn
 	if a.sup.Status().Capabilities.Has(bearers.Datagram) {
 		wc = wire.NewDatagramConn(bc, wire.MaxDatagramPayload)
 	} else {
 		wc = wire.NewStreamConn(bc, wire.DefaultMaxPayload)
 	}
-	c := &clientConn{s: s, adapter: a, bc: bc, wc: wc,
+	if st != nil {
+		wc = countingWire{Conn: wc, st: st}
+	}
+	c := &clientConn{s: s, adapter: a, bc: bc, wc: wc, stats: st,
 		log: s.log.With("adapter", a.cfg.Name, "remote", bc.RemoteAddr().String())}
 	if !s.track(c) {
 		bc.Close()
@@ -101,11 +120,15 @@ func (s *Server) handle(a *adapter, bc bearers.Conn) {
 
 	if err := c.register(); err != nil {
 		s.metrics.registrationFailures.Add(1)
+		a.acceptErrors.Add(1)
 		c.log.Warn("registration failed", "error", err)
 		return
 	}
 	s.metrics.registrations.Add(1)
+	c.startPings()
 	c.serve()
+	c.close()
+	c.stopPings()
 }
 
 var errRegistrationTimeout = errors.New("registration timed out")
@@ -236,7 +259,7 @@ func (c *clientConn) serve() {
 			c.log.Info("client closed the connection", "reason", m.Reason)
 			return
 		case *wire.Pong:
-			// Unsolicited pongs are harmless.
+			c.onPong(m) // the round trip of a keepalive ping; others are harmless
 		case *wire.Data:
 			if isResumeStart(m) && c.sessions == nil && !c.adapter.sup.Status().Capabilities.Has(bearers.Datagram) {
 				c.serveResume(m)
@@ -258,21 +281,29 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// countingConn counts a connection's bytes into its adapter's counters.
+// countingConn counts a connection's bytes into its adapter's counters
+// and, with diagnostics on, its own.
 type countingConn struct {
 	bearers.Conn
-	a *adapter
+	a  *adapter
+	st *connStats // nil when diagnostics are off
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.a.bytesIn.Add(uint64(n))
+	if c.st != nil {
+		c.st.bytesIn.Add(uint64(n))
+	}
 	return n, err
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.a.bytesOut.Add(uint64(n))
+	if c.st != nil {
+		c.st.bytesOut.Add(uint64(n))
+	}
 	return n, err
 }
 

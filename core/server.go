@@ -68,9 +68,11 @@ type Server struct {
 	tokens   []string
 	started  time.Time
 	adapters []*adapter
-	services map[string]*hostedService // by service name; fixed after Start
+	services map[string]*hostedService // by service name; fixed by New
 	store    *persist.Store            // persistent runtime data
 	metrics  metrics
+	diag     diagState // diagnostics (diag.go)
+	epoch    time.Time // the keepalive pings' clock (pingClock)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -98,9 +100,11 @@ type adapter struct {
 	cfg config.Adapter
 	sup *pluginhost.Supervisor
 
-	accepted atomic.Uint64
-	bytesIn  atomic.Uint64 // read from clients, all connections
-	bytesOut atomic.Uint64 // written to clients
+	accepted     atomic.Uint64
+	acceptErrors atomic.Uint64 // accepted connections that failed to register
+	bytesIn      atomic.Uint64 // read from clients, all connections
+	bytesOut     atomic.Uint64 // written to clients
+	rates        rates         // of bytesIn, bytesOut; under diag.mu
 }
 
 // New checks options and prepares a server; it starts nothing.
@@ -130,6 +134,11 @@ func New(opts Options) (*Server, error) {
 	s.table = tbl
 	s.tombs.linger = s.resumeConfig().Linger
 	s.tokens = append(s.tokens, s.cfg.Auth.Tokens...)
+	s.epoch = time.Now()
+	s.diag.init(s.cfg.Diagnostics.Enabled)
+	for _, sc := range s.cfg.Services { // names are unique (config checks)
+		s.services[sc.Name] = &hostedService{cfg: sc}
+	}
 	s.store = persist.Open(filepath.Join(opts.StateDir, "services"))
 	for _, a := range s.cfg.Adapters {
 		po := pluginhost.Options{
@@ -189,6 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 	}
 	servicesStarted := s.startServices(s.ctx)
+	s.startDiagnostics()
 	wait := s.cfg.Plugins.StartTimeout + 5*time.Second
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -295,6 +305,7 @@ func (s *Server) untrack(c *clientConn) {
 	if c.registered && s.clients[c.clientID] == c {
 		delete(s.clients, c.clientID)
 	}
+	s.retire(c.stats) // under s.mu: see snapshotLocked
 	s.mu.Unlock()
 	s.wg.Done()
 }

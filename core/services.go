@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 
 	"github.com/bearerkit/connect/config"
+	"github.com/bearerkit/connect/internal/histogram"
 	"github.com/bearerkit/connect/pluginhost"
 	"github.com/bearerkit/connect/services"
+	"github.com/bearerkit/connect/services/diagnostics"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/services/serviceplugin"
 )
@@ -27,6 +29,10 @@ type hostedService struct {
 	calls  atomic.Uint64
 	errors atomic.Uint64
 	events atomic.Uint64
+
+	lat     histogram.Histogram // call latency (diagnostics on)
+	rates   rates               // of calls; under Server.diag.mu
+	latency latencyWindow       // under Server.diag.mu
 
 	mu      sync.Mutex
 	plugin  serviceBackend // nil until started, if it failed, or while a remote service's runner is gone
@@ -116,8 +122,7 @@ func (hs *hostedService) current() (serviceBackend, *servicefile.Service, string
 func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 	var first sync.WaitGroup
 	for _, sc := range s.cfg.Services {
-		hs := &hostedService{cfg: sc}
-		s.services[sc.Name] = hs
+		hs := s.services[sc.Name] // made by New, so that the HTTP API never sees the map change
 		opts := pluginhost.ServiceOptions{
 			Service:      sc.Name,
 			Path:         sc.Plugin,
@@ -152,6 +157,15 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 				}
 				// The contract with services/configuration (EnvGroups).
 				opts.Env = append(opts.Env, "CONNECT_CONFIGURATION_GROUPS="+string(groups))
+			}
+			if sc.Builtin == "diagnostics" && s.diag.svc == nil {
+				// The server publishes its figures to the service with a
+				// key only it knows (diag.go, services/diagnostics).
+				s.diag.key, s.diag.svc = newDiagKey(), hs
+				opts.Env = append(opts.Env, diagnostics.EnvKey+"="+s.diag.key)
+				if !s.diag.on {
+					s.log.Warn("the Diagnostics service is configured but diagnostics are off (<diagnostics enabled=\"false\"/>): it will show no figures", "service", sc.Name)
+				}
 			}
 		}
 		s.wg.Add(1)

@@ -688,6 +688,9 @@ func (cs *connSessions) session(id uint64, sid string) (*clientSession, *session
 	}
 	s.requests.Add(1)
 	s.lastRequest.Store(id)
+	if cs.s.diag.on {
+		s.msgsIn.Add(1)
+	}
 	return s, nil
 }
 
@@ -786,7 +789,15 @@ func (cs *connSessions) invoke(ctx context.Context, s *clientSession, m *session
 	}
 	hs.calls.Add(1)
 	s.calls.Add(1)
+	var start time.Time
+	if cs.s.diag.on {
+		start = time.Now()
+	}
 	res, err := p.Call(ctx, s.id, m.Method, m.Args)
+	if cs.s.diag.on {
+		hs.lat.Record(time.Since(start))
+		s.msgsOut.Add(1)
+	}
 	if err != nil {
 		hs.errors.Add(1)
 		code, msg := callErrorCode(err)
@@ -961,6 +972,9 @@ type clientSession struct {
 	// comes too late).
 	requests    atomic.Uint64
 	lastRequest atomic.Uint64
+	// Messages of the session: requests naming it, and results and
+	// notifications for it (counted with diagnostics on).
+	msgsIn, msgsOut atomic.Uint64
 
 	mu         sync.Mutex
 	cs         *connSessions           // the layer that carries it; a reclaim moves it
@@ -1149,6 +1163,9 @@ func (s *clientSession) drain(buf [][]byte) [][]byte {
 			cs.warnf("a session notification is larger than the connection carries; dropped", "kind", m.Kind().String(), "session", s.id, "bytes", len(b), "limit", cs.limit)
 		default:
 			buf = append(buf, b)
+			if cs.s.diag.on {
+				s.msgsOut.Add(1)
+			}
 		}
 	}
 	for _, q := range queue {

@@ -188,6 +188,7 @@ func (c *clientConn) serveResume(first *wire.Data) {
 		return
 	}
 	sc.attach(c)
+	c.stream.Store(st)
 	<-hc.closed
 	sc.detach(c)
 }

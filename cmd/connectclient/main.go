@@ -12,6 +12,7 @@
 //	call SERVICE.METHOD [name=value]...  call a method (arguments typed from the XML)
 //	events SERVICE [EVENT]...          print events until interrupted or --count N
 //	watch SERVICE [PATH]               print runtime data, then its changes
+//	top [--json]                       live view of the server's figures (Diagnostics); q quits
 //	version                            print the version
 //
 // Human output by default, --json for scripts. Exit status 0 on success, 1
@@ -78,7 +79,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.bearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
 	fs.StringVar(&o.name, "name", "connectclient", "client `NAME` shown by the server")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	fs.IntVar(&o.count, "count", 0, "ping: number of pings (default 3); events, watch: stop after `N` events or changes (default: until interrupted)")
+	fs.IntVar(&o.count, "count", 0, "ping: number of pings (default 3); events, watch: stop after `N` events or changes; top without a terminal: after N frames (default: until interrupted)")
 	fs.BoolVar(&o.xml, "xml", false, "describe: print the service file as it is")
 	fs.BoolVar(&o.routing, "routing", false, "describe: start a session and print its routing document")
 	fs.DurationVar(&o.interval, "interval", 200*time.Millisecond, "ping: time between pings")
@@ -104,6 +105,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			return cli.Usagef("ping takes no arguments")
 		}
 		return ping(&o, stdout, stderr)
+	case "top":
+		if fs.NArg() > 1 {
+			return cli.Usagef("top takes no arguments")
+		}
+		return top(&o, stdout, stderr)
 	case "services", "describe", "call", "events", "watch":
 		return serviceCommand(&o, cmd, fs.Args()[1:], stdout, stderr)
 	default:

@@ -32,6 +32,8 @@ const commandUsage = `  ping                                 connect, register a
                                        or --count N
   watch SERVICE [PATH]                 print the runtime data at PATH (default: all of it), then its
                                        changes, until interrupted or --count N
+  top [--json]                         live view of the server's figures (the Diagnostics service), sorted by
+                                       traffic; q quits; --json prints one snapshot
   version                              print the version
 `
 

@@ -11,6 +11,9 @@
 //	               the server configuration's named groups as runtime data,
 //	               handed to the plugin in configuration.EnvGroups
 //	demo           the Demo service (package services/demo): a simulated sensor station
+//	diagnostics    the Diagnostics service (package services/diagnostics):
+//	               the server's live figures as runtime data, published by
+//	               the server with the key in diagnostics.EnvKey
 package builtin
 
 import (
@@ -19,6 +22,7 @@ import (
 
 	"github.com/bearerkit/connect/services/configuration"
 	"github.com/bearerkit/connect/services/demo"
+	"github.com/bearerkit/connect/services/diagnostics"
 	"github.com/bearerkit/connect/services/serviceplugin"
 )
 
@@ -30,6 +34,7 @@ var registry = []struct {
 }{
 	{"configuration", configuration.FromEnv},
 	{"demo", func() (*serviceplugin.Service, error) { return demo.New(), nil }},
+	{"diagnostics", diagnostics.FromEnv},
 }
 
 // Names returns the names of the built-in services, sorted.

@@ -19,8 +19,8 @@ import (
 
 func TestNames(t *testing.T) {
 	names := builtin.Names()
-	if !reflect.DeepEqual(names, []string{"configuration", "demo"}) {
-		t.Fatalf("Names() = %v, want [configuration demo]", names)
+	if !reflect.DeepEqual(names, []string{"configuration", "demo", "diagnostics"}) {
+		t.Fatalf("Names() = %v, want [configuration demo diagnostics]", names)
 	}
 	names[0] = "changed"
 	if builtin.Names()[0] != "configuration" {
@@ -55,7 +55,7 @@ func TestNew(t *testing.T) {
 
 	for _, name := range []string{"nope", "", "Demo"} {
 		svc, err := builtin.New(name)
-		want := `no built-in service "` + name + `" (built-in services: configuration, demo)`
+		want := `no built-in service "` + name + `" (built-in services: configuration, demo, diagnostics)`
 		if svc != nil || err == nil || err.Error() != want {
 			t.Errorf("New(%q) = %v, %v; want the error %q", name, svc, err, want)
 		}
