@@ -136,6 +136,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, sv := range svcs {
 		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
+	s.writeLinkMetrics(&b) // direct.go
 	perService := map[string]int{}
 	for _, si := range s.Sessions() {
 		perService[si.Service]++

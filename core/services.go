@@ -27,6 +27,7 @@ type hostedService struct {
 	calls  atomic.Uint64
 	errors atomic.Uint64
 	events atomic.Uint64
+	link   linkCounters // its sessions' messages on the server link (direct.go)
 
 	mu      sync.Mutex
 	plugin  serviceBackend // nil until started, if it failed, or while a remote service's runner is gone

@@ -61,7 +61,7 @@ func samples() []struct {
 		{"events-lost", &EventsLost{Session: sid, Count: 44}},
 		{"data-change", &DataChange{Session: sid, Watch: 9, Path: "meter.level", Value: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{"session-closed", &SessionClosed{Session: sid, Reason: "the restarted service refused to reopen the session"}},
-	}, remoteSamples()...)
+	}, append(remoteSamples(), directSamples()...)...)
 }
 
 // normalize maps empty slices to nil, as a decoder returns them.
@@ -263,6 +263,7 @@ func seedCorpus() map[string][]byte {
 	seeds["bad-duplicate"] = append(append([]byte{byte(KindOK)}, id...), id...)
 	seeds["bad-entry"] = append([]byte{byte(KindServiceList)}, append(id, 2, 3, 4, 1, 2)...)
 	maps.Copy(seeds, remoteBadSeeds())
+	maps.Copy(seeds, directBadSeeds())
 	return seeds
 }
 
