@@ -27,6 +27,7 @@ FUZZ_TARGETS := \
 	./resume:FuzzAccept \
 	./internal/persist:FuzzDecode \
 	./session:FuzzDecode \
+	./client:FuzzLinkHandshake \
 	./services/serviceplugin:FuzzPathType \
 	./routing:FuzzParse \
 	./tunnel:FuzzDecodeOpen \

@@ -11,7 +11,10 @@
 // sessions also survive a restart of the client (Client.Reclaimed).
 //
 // connectclient is built on this package, and so is remoteservicerunner,
-// whose services a Provider serves for the server (provide.go).
+// whose services a Provider serves for the server (provide.go). Sessions of
+// remote services open the direct links of their routing documents to the
+// service's runner (direct.go), which a Provider accepts
+// (provide_direct.go).
 package client
 
 import (
@@ -79,6 +82,17 @@ type Config struct {
 	// 100ms and 5s). Retries go on until the context given to Dial ends,
 	// or, after the first success, until Close.
 	RetryMin, RetryMax time.Duration
+	// LinkBearers are the bearers the client opens the direct links of
+	// remote services' sessions with (docs/ROUTING.md, "How a client uses
+	// the document"), at most one per bearer type; StartSession declares
+	// their types to the server, which routes each session with them.
+	// Nil: the client opens no direct links, and its sessions route
+	// everything through the server (or are refused, naming what to
+	// configure, when a service routes something only directly).
+	LinkBearers []bearers.Bearer
+	// LinkOpenTimeout bounds opening one direct link (dial and LinkOpen).
+	// Default 5s.
+	LinkOpenTimeout time.Duration
 	// OnState, if set, is called with Connecting when Dial starts and then
 	// on every state change, with the error that caused a fall back to
 	// Connecting. It must not block.
@@ -173,6 +187,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(5*time.Second, cfg.RetryMin)
+	}
+	if err := checkLinkBearers(cfg.LinkBearers); err != nil { // direct.go
+		return nil, err
+	}
+	if cfg.LinkOpenTimeout <= 0 {
+		cfg.LinkOpenTimeout = 5 * time.Second
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), state: Connecting}
 	if c.log == nil {
@@ -407,6 +427,17 @@ func (c *Client) Close() error {
 func (c *Client) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// welcome is the Welcome of the client's current connection, nil while it
+// has none.
+func (c *Client) welcome() *wire.Welcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.link == nil {
+		return nil
+	}
+	return c.link.welcome
 }
 
 // sessionLayer waits until the client has a session layer (a live stream,

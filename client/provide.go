@@ -91,6 +91,10 @@ type ProviderEndpoint struct {
 // ProviderConfig configures a Provider.
 type ProviderConfig struct {
 	Services []ProvidedService
+	// Listeners are where the provider accepts direct links to its
+	// services' sessions (provide_direct.go); the provider owns them and
+	// closes them when it closes.
+	Listeners []ProviderListener
 	// OnProvided, if set, is called after the server answered a
 	// ProvideService, on every connection: err is nil when it accepted the
 	// service, the *Error it answered otherwise. It must not block.
@@ -122,6 +126,8 @@ type Provider struct {
 	dropped  uint64 // events dropped because the queue was full, not yet logged
 	offline  uint64 // events dropped because no connection was live, not yet logged
 	wake     chan struct{}
+
+	direct directRunner // direct links (provide_direct.go)
 }
 
 // provided is one service of a Provider: its runtime data, kept to send
@@ -133,6 +139,7 @@ type provided struct {
 	desc      *servicefile.Service
 	h         ServiceHandler
 	endpoints []session.RunnerEndpoint
+	needs     *serverNeeds // what the server is sent (provide_direct.go)
 
 	mu      sync.Mutex
 	tree    *services.DataTree
@@ -145,6 +152,9 @@ type provided struct {
 func NewProvider(cfg ProviderConfig) (*Provider, error) {
 	if len(cfg.Services) == 0 {
 		return nil, errors.New("client: a provider needs at least one service")
+	}
+	if err := checkListeners(cfg.Listeners); err != nil {
+		return nil, err
 	}
 	p := &Provider{cfg: cfg, log: cfg.Logger, svcs: map[string]*provided{}, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if p.log == nil {
@@ -165,7 +175,7 @@ func NewProvider(cfg ProviderConfig) (*Provider, error) {
 		if err != nil {
 			return nil, fmt.Errorf("client: service %s: runtime data: %w", desc.Name, err)
 		}
-		svc := &provided{name: desc.Name, xml: ps.XML, desc: desc, h: ps.Handler, tree: tree}
+		svc := &provided{name: desc.Name, xml: ps.XML, desc: desc, h: ps.Handler, tree: tree, needs: newServerNeeds(desc)}
 		if len(ps.Endpoints) > session.MaxEndpoints {
 			return nil, fmt.Errorf("client: service %s: %d endpoints, at most %d", desc.Name, len(ps.Endpoints), session.MaxEndpoints)
 		}
@@ -236,6 +246,8 @@ func (p *Provider) Close() error {
 	if running {
 		cancel()
 		<-p.done
+	} else {
+		p.closeListeners()
 	}
 	return nil
 }
@@ -250,6 +262,7 @@ func (p *Provider) run(c *Client) {
 		p.mu.Unlock()
 		p.wg.Wait()
 	}()
+	p.startLinks() // provide_direct.go
 	var prev *sessLink
 	for {
 		sl, err := c.nextSessionLayer(p.ctx, prev)
@@ -304,8 +317,13 @@ func (c *Client) nextSessionLayer(ctx context.Context, prev *sessLink) (*sessLin
 // in the log) when the queue is full or the service is not live on a
 // connection.
 func (p *Provider) Emit(service, sessionID, name string, args []byte) error {
-	if p.svcs[service] == nil {
+	svc := p.svcs[service]
+	if svc == nil {
 		return fmt.Errorf("client: emit %s: this provider does not provide service %q", name, service)
+	}
+	p.directEvent(svc, sessionID, name, args) // provide_direct.go
+	if !svc.needs.event(name) {
+		return nil // routed only directly
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -333,13 +351,14 @@ func (p *Provider) SetData(service, path string, value []byte) error {
 	}
 	svc.mu.Lock()
 	err := svc.tree.SetEncoded(path, value)
-	if err == nil {
+	if err == nil && svc.needs.dataPath(path) { // not for data routed only directly
 		svc.add(path)
 	}
 	svc.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("client: service %s runtime data %q: %w", service, path, err)
 	}
+	p.directData(svc, path) // provide_direct.go
 	p.mu.Lock()
 	p.signal()
 	p.mu.Unlock()
@@ -358,6 +377,7 @@ func (p *Provider) SessionLost(service, sessionID, reason string) {
 	pl.mu.Lock()
 	delete(pl.sessions, sessionID)
 	pl.mu.Unlock()
+	p.dropDirectSession(sessionID)
 	p.goroutine(func() {
 		pl.send(&session.RemoteSessionLost{Service: service, Session: sessionID, Reason: session.CutText(reason, session.MaxText)})
 	})
@@ -374,23 +394,7 @@ func (p *Provider) signal() {
 // add records a changed path, coalescing as the server's watches do; the
 // caller holds svc.mu.
 func (svc *provided) add(path string) {
-	for _, q := range svc.pending {
-		if below(path, q) {
-			return
-		}
-	}
-	kept := svc.pending[:0]
-	for _, q := range svc.pending {
-		if !below(q, path) {
-			kept = append(kept, q)
-		}
-	}
-	clear(svc.pending[len(kept):])
-	svc.pending = append(kept, path)
-	if len(svc.pending) > maxProviderPaths {
-		clear(svc.pending)
-		svc.pending = append(svc.pending[:0], "")
-	}
+	svc.pending = coalesce(svc.pending, path, maxProviderPaths)
 }
 
 // changes returns the service's pending changes as messages of at most
@@ -398,9 +402,21 @@ func (svc *provided) add(path string) {
 // when it has some.
 func (svc *provided) changes(limit int, log *slog.Logger) []*session.ServiceData {
 	svc.mu.Lock()
-	defer svc.mu.Unlock()
 	work := svc.pending
 	svc.pending = nil
+	svc.mu.Unlock()
+	return svc.encodePaths(work, limit, log)
+}
+
+// encodePaths returns the current values at paths as messages of at most
+// limit bytes (see changes).
+func (svc *provided) encodePaths(work []string, limit int, log *slog.Logger) []*session.ServiceData {
+	if len(work) == 0 {
+		return nil
+	}
+	work = append([]string(nil), work...)
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
 	var out []*session.ServiceData
 	for len(work) > 0 {
 		path := work[0]
@@ -603,6 +619,7 @@ func (pl *provLink) end() {
 	pl.sessions = nil
 	pl.mu.Unlock()
 	for id, svc := range sessions {
+		p.dropDirectSession(id)
 		svc.h.CloseSession(id, "the runner's connection to the server ended")
 	}
 }
@@ -671,6 +688,7 @@ func (pl *provLink) handle(m session.Message) bool {
 				return nil
 			}
 			pl.sessions[m.Session] = svc
+			pl.p.addDirectSession(svc, m) // provide_direct.go; under pl.mu, so that end drops it
 			pl.mu.Unlock()
 			return &session.OK{ID: m.ID}
 		})
@@ -719,6 +737,7 @@ func (pl *provLink) handle(m session.Message) bool {
 		delete(pl.sessions, m.Session)
 		pl.mu.Unlock()
 		if svc != nil {
+			pl.p.dropDirectSession(m.Session)
 			svc.h.CloseSession(m.Session, m.Reason)
 		}
 	case *session.RemoteCancel:

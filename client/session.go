@@ -102,17 +102,24 @@ func (e *SessionEndedError) Is(target error) bool {
 func (e *SessionEndedError) Unwrap() error { return e.Cause }
 
 // lostError is the error of a request whose connection broke before the
-// answer.
+// answer: the connection to the server, or a direct link (link is its
+// name).
 type lostError struct {
 	op    string
 	cause error
+	link  string
 }
 
 func (e *lostError) Error() string {
+	if e.link != "" {
+		return fmt.Sprintf("%s: no answer: the direct link %q to the service's runner was lost (%v); whether it ran is unknown", e.op, e.link, e.cause)
+	}
 	return fmt.Sprintf("%s: no answer: %v (%v)", e.op, ErrConnectionLost, e.cause)
 }
-func (e *lostError) Is(target error) bool { return target == ErrConnectionLost }
-func (e *lostError) Unwrap() error        { return e.cause }
+func (e *lostError) Is(target error) bool {
+	return e.link == "" && target == ErrConnectionLost || e.link != "" && target == ErrLinkLost
+}
+func (e *lostError) Unwrap() error { return e.cause }
 
 // Buffers of the channels a Session hands out.
 const (
@@ -199,11 +206,13 @@ type sessLink struct {
 	sessions map[string]*Session
 	descs    map[string]*described
 	runner   runnerHandler // serves the server's runner requests, once the client provides services (provide.go)
+	direct   *directLink   // set when this is a direct link of one session (direct.go)
 }
 
 type pendingReq struct {
 	ch    chan session.Message // capacity 1: delivery never blocks
 	watch *watchState          // for a Watch: receives the Snapshot first
+	ctr   *linkCounter         // counts the answer, if set
 }
 
 type described struct {
@@ -248,6 +257,9 @@ func (sl *sessLink) end(cause error) {
 	sl.pending, sl.sessions = nil, nil
 	sl.mu.Unlock()
 	close(sl.done)
+	if sl.direct != nil {
+		return // a direct link's end is not its session's (direct.go)
+	}
 	reason := "the connection to the server was lost (sessions without a resume stream end with their connection)"
 	if sl.stream {
 		reason = "the stream to the server was lost for good"
@@ -276,38 +288,59 @@ func (sl *sessLink) cause() error {
 // send writes one message on the link, or queues it in the stream (within
 // ctx while the stream pushes back).
 func (sl *sessLink) send(ctx context.Context, op string, m session.Message) error {
+	_, err := sl.sendN(ctx, op, m)
+	return err
+}
+
+// sendN is send, returning the message's size.
+func (sl *sessLink) sendN(ctx context.Context, op string, m session.Message) (int, error) {
 	enc, err := session.Encode(m)
 	if err != nil {
-		return &Error{Op: op, Code: session.CodeBadRequest, Message: err.Error(), Err: err}
+		return 0, &Error{Op: op, Code: session.CodeBadRequest, Message: err.Error(), Err: err}
 	}
 	if len(enc) > sl.limit {
-		return &Error{Op: op, Code: session.CodeTooLarge,
+		return 0, &Error{Op: op, Code: session.CodeTooLarge,
 			Message: fmt.Sprintf("the request takes %d bytes, more than the connection carries in one message (%d)", len(enc), sl.limit)}
 	}
 	if err := sl.write(ctx, enc); err != nil {
 		switch {
 		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-			return fmt.Errorf("%s: %w", op, err)
+			return 0, fmt.Errorf("%s: %w", op, err)
 		case errors.Is(err, resume.ErrMessageTooLarge):
-			return &Error{Op: op, Code: session.CodeTooLarge, Message: err.Error(), Err: err}
+			return 0, &Error{Op: op, Code: session.CodeTooLarge, Message: err.Error(), Err: err}
 		}
-		return &lostError{op: op, cause: err}
+		return 0, sl.lost(op, err)
 	}
-	return nil
+	return len(enc), nil
+}
+
+// lost is the error of a request that got no answer because the link
+// ended.
+func (sl *sessLink) lost(op string, cause error) error {
+	if sl.direct != nil {
+		return &lostError{op: op, cause: cause, link: sl.direct.name}
+	}
+	return &lostError{op: op, cause: cause}
 }
 
 // roundTrip sends the request build makes with a fresh id and waits for its
 // answer. An Error answer is returned as *Error. When ctx ends first, a
 // Call is cancelled on the server.
 func (sl *sessLink) roundTrip(ctx context.Context, op string, build func(id uint64) session.Message, w *watchState) (session.Message, error) {
+	return sl.roundTripOn(ctx, op, build, w, nil)
+}
+
+// roundTripOn is roundTrip counting the request and its answer in ctr
+// (nil: not counted).
+func (sl *sessLink) roundTripOn(ctx context.Context, op string, build func(id uint64) session.Message, w *watchState, ctr *linkCounter) (session.Message, error) {
 	id := sl.nextID.Add(1)
 	m := build(id)
-	p := &pendingReq{ch: make(chan session.Message, 1), watch: w}
+	p := &pendingReq{ch: make(chan session.Message, 1), watch: w, ctr: ctr}
 	sl.mu.Lock()
 	if sl.err != nil {
 		err := sl.err
 		sl.mu.Unlock()
-		return nil, &lostError{op: op, cause: err}
+		return nil, sl.lost(op, err)
 	}
 	sl.pending[id] = p
 	sl.mu.Unlock()
@@ -316,10 +349,12 @@ func (sl *sessLink) roundTrip(ctx context.Context, op string, build func(id uint
 		delete(sl.pending, id)
 		sl.mu.Unlock()
 	}
-	if err := sl.send(ctx, op, m); err != nil {
+	n, err := sl.sendN(ctx, op, m)
+	if err != nil {
 		unregister()
 		return nil, err
 	}
+	ctr.sent(m, n)
 	var r session.Message
 	select {
 	case r = <-p.ch:
@@ -327,7 +362,7 @@ func (sl *sessLink) roundTrip(ctx context.Context, op string, build func(id uint
 		select {
 		case r = <-p.ch: // answered just before the end
 		default:
-			return nil, &lostError{op: op, cause: sl.cause()}
+			return nil, sl.lost(op, sl.cause())
 		}
 	case <-ctx.Done():
 		unregister()
@@ -374,6 +409,7 @@ func (sl *sessLink) handle(payload []byte) {
 		if p == nil {
 			return // the caller stopped waiting
 		}
+		p.ctr.received(m, len(payload))
 		if snap, ok := m.(*session.Snapshot); ok && p.watch != nil {
 			p.watch.snapshot(snap)
 		}
@@ -385,13 +421,18 @@ func (sl *sessLink) handle(payload []byte) {
 		if s == nil {
 			return // closed meanwhile
 		}
+		s.counterOn(sl).received(m, len(payload))
 		switch m := m.(type) {
 		case *session.Event:
 			s.onEvent(m)
 		case *session.EventsLost:
 			s.onLost(m.Count)
 		case *session.DataChange:
-			s.onData(m)
+			if sl.direct != nil {
+				s.onDirectData(sl.direct, m) // direct.go
+			} else {
+				s.onData(m)
+			}
 		case *session.SessionClosed:
 			sl.mu.Lock()
 			delete(sl.sessions, s.ID)
@@ -507,7 +548,9 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 			return err
 		}
 		op := "start session with " + service
-		r, err := sl.roundTrip(ctx, op, func(id uint64) session.Message { return &session.StartSession{ID: id, Service: service} }, nil)
+		r, err := sl.roundTrip(ctx, op, func(id uint64) session.Message {
+			return &session.StartSession{ID: id, Service: service, Direct: len(c.cfg.LinkBearers) > 0, Bearers: linkTypes(c.cfg.LinkBearers)}
+		}, nil)
 		if err != nil {
 			return err
 		}
@@ -538,6 +581,10 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 	if err != nil {
 		return nil, err
 	}
+	if err := s.openLinks(ctx); err != nil { // direct.go
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -560,12 +607,16 @@ type Session struct {
 	desc    *servicefile.Service
 	routing []byte
 	doc     *routing.Document
+	table   *routing.Table
+
+	serverCtr linkCounter // its messages on the server link (direct.go)
 
 	mu      sync.Mutex
 	err     error // why the session ended; nil while open
 	subs    map[uint64]*subscription
 	watches map[uint64]*watchState
 	done    chan struct{} // closed when the session ends
+	direct  directState   // its direct links (direct.go)
 
 	pumps     sync.WaitGroup
 	closeOnce sync.Once
@@ -587,9 +638,7 @@ func (s *Session) Routing() []byte { return bytes.Clone(s.routing) }
 func (s *Session) RoutingDocument() *routing.Document { return s.doc }
 
 // DirectLinks reports whether the session's routing document names direct
-// links to the service's runner. This client does not open them yet: every
-// message of every session goes over the server link, which relays it
-// (docs/STATUS.md, issue 4).
+// links to the service's runner (LinkStats says which are open).
 func (s *Session) DirectLinks() bool {
 	for _, l := range s.doc.Links {
 		if l.Kind == routing.DirectLink {
@@ -623,7 +672,7 @@ func (s *Session) Err() error {
 }
 
 func newSession(c *Client, sl *sessLink, id, service string, desc *servicefile.Service, routingXML []byte, doc *routing.Document) *Session {
-	return &Session{ID: id, service: service, c: c, sl: sl, desc: desc, routing: routingXML, doc: doc,
+	return &Session{ID: id, service: service, c: c, sl: sl, desc: desc, routing: routingXML, doc: doc, table: routing.NewTable(doc),
 		subs: map[uint64]*subscription{}, watches: map[uint64]*watchState{}, done: make(chan struct{})}
 }
 
@@ -636,8 +685,12 @@ func (s *Session) end(err error) bool {
 	}
 	s.err = err
 	s.subs, s.watches = nil, nil
+	links := s.direct.takeAll()
 	s.mu.Unlock()
 	close(s.done)
+	for _, dl := range links {
+		dl.close()
+	}
 	if s.c.store != nil {
 		s.c.store.remove(s.ID)
 	}
@@ -658,9 +711,9 @@ func (s *Session) Close() error {
 			}
 			s.sl.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-			_, err := s.sl.roundTrip(ctx, "close session "+s.ID, func(id uint64) session.Message {
+			_, err := s.sl.roundTripOn(ctx, "close session "+s.ID, func(id uint64) session.Message {
 				return &session.CloseSession{ID: id, Session: s.ID}
-			}, nil)
+			}, nil, &s.serverCtr)
 			cancel()
 			if err != nil && !errors.Is(err, ErrConnectionLost) {
 				s.c.log.Info("closing a session on the server failed", "session", s.ID, "error", err)
@@ -705,9 +758,13 @@ func (s *Session) Call(ctx context.Context, method string, args map[string]any) 
 			return nil, fmt.Errorf("%s: %w", op, context.DeadlineExceeded)
 		}
 	}
-	r, err := s.sl.roundTrip(ctx, op, func(id uint64) session.Message {
+	sl, ctr, err := s.callLink(op, method) // direct.go
+	if err != nil {
+		return nil, err
+	}
+	r, err := sl.roundTripOn(ctx, op, func(id uint64) session.Message {
 		return &session.Call{ID: id, Session: s.ID, Method: method, Timeout: timeout, Args: enc}
-	}, nil)
+	}, nil, ctr)
 	if err != nil {
 		if errors.Is(err, ErrConnectionLost) {
 			if s.sl.stream {
@@ -797,7 +854,7 @@ func (s *Session) Subscribe(ctx context.Context, events ...string) (<-chan Event
 	}
 	// Registered before the request, so that no event after the server's
 	// OK is missed; the server sends none before it.
-	_, err := s.sl.roundTrip(ctx, op, func(id uint64) session.Message {
+	_, err := s.sl.roundTripOn(ctx, op, func(id uint64) session.Message {
 		sub.id = id
 		s.mu.Lock()
 		if s.subs != nil {
@@ -805,7 +862,7 @@ func (s *Session) Subscribe(ctx context.Context, events ...string) (<-chan Event
 		}
 		s.mu.Unlock()
 		return &session.Subscribe{ID: id, Session: s.ID, Events: events, All: len(events) == 0}
-	}, nil)
+	}, nil, &s.serverCtr)
 	if err != nil {
 		s.mu.Lock()
 		if s.subs != nil {
@@ -840,7 +897,7 @@ func (s *Session) Watch(ctx context.Context, path string) (<-chan DataChange, er
 	if err := s.addPump(); err != nil {
 		return nil, err
 	}
-	r, err := s.sl.roundTrip(ctx, op, func(id uint64) session.Message {
+	r, err := s.sl.roundTripOn(ctx, op, func(id uint64) session.Message {
 		w.id = id
 		s.mu.Lock()
 		if s.watches != nil {
@@ -848,7 +905,7 @@ func (s *Session) Watch(ctx context.Context, path string) (<-chan DataChange, er
 		}
 		s.mu.Unlock()
 		return &session.Watch{ID: id, Session: s.ID, Path: path}
-	}, w)
+	}, w, &s.serverCtr)
 	if err == nil {
 		snap, ok := r.(*session.Snapshot)
 		switch {
@@ -871,6 +928,7 @@ func (s *Session) Watch(ctx context.Context, path string) (<-chan DataChange, er
 		s.pumpDone()
 		return nil, err
 	}
+	s.applyDirect(w) // values that came on direct links (direct.go)
 	go func() {
 		defer s.pumpDone()
 		w.run(ctx, s)
@@ -894,7 +952,7 @@ func (s *Session) stopRemote(id uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	// The answer is not needed; waiting for it bounds the write.
-	s.sl.roundTrip(ctx, "stop", func(rid uint64) session.Message { return &session.Stop{ID: rid, Session: s.ID, Target: id} }, nil)
+	s.sl.roundTripOn(ctx, "stop", func(rid uint64) session.Message { return &session.Stop{ID: rid, Session: s.ID, Target: id} }, nil, &s.serverCtr)
 }
 
 func (s *Session) onEvent(m *session.Event) {
@@ -941,5 +999,7 @@ func (s *Session) onData(m *session.DataChange) {
 	}
 	if err := w.change(m.Path, m.Value); err != nil {
 		s.sl.log.Warn("the server sent a runtime-data change that does not fit; dropped", "path", m.Path, "error", err)
+		return
 	}
+	s.reapplyDirect(w, m.Path) // what came directly below it is newer (direct.go)
 }

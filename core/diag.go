@@ -319,7 +319,8 @@ func (s *Server) snapshotLocked(now time.Time, update bool, limit int) *diagnost
 	perConn := map[*clientConn]int64{}
 	perService := map[*hostedService]int64{}
 	var sessions []rankedSession
-	for _, hs := range s.services {
+	all := s.allServices() // local and remote
+	for _, hs := range all {
 		hs.sess.mu.RLock()
 		for _, cs := range hs.sess.m {
 			perConn[cs.owner().conn()]++
@@ -407,14 +408,10 @@ func (s *Server) snapshotLocked(now time.Time, update bool, limit int) *diagnost
 
 	// Services, and their plugins.
 	var calls, callErrors uint64
-	names := make([]string, 0, len(s.services))
-	for n := range s.services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	sort.Slice(all, func(i, j int) bool { return all[i].cfg.Name < all[j].cfg.Name })
 	var servicePlugins []diagnostics.Plugin
-	for _, name := range names {
-		hs := s.services[name]
+	for _, hs := range all {
+		name := hs.cfg.Name
 		p, desc, failed := hs.current()
 		ds := diagnostics.Service{Name: name, State: "starting", Sessions: perService[hs],
 			Calls: int64(hs.calls.Load()), Errors: int64(hs.errors.Load()), Events: int64(hs.events.Load())}
@@ -439,7 +436,9 @@ func (s *Server) snapshotLocked(now time.Time, update bool, limit int) *diagnost
 		ds.LatencyP50Micros, ds.LatencyP99Micros = micros(hs.latency.p50), micros(hs.latency.p99)
 		ds.LatencyCalls = int64(hs.latency.n)
 		snap.Services = append(snap.Services, ds)
-		servicePlugins = append(servicePlugins, pl)
+		if hs.remote == nil { // a remote service's plugin runs under its runner
+			servicePlugins = append(servicePlugins, pl)
+		}
 	}
 
 	// Bearers, and their plugins.

@@ -159,6 +159,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
+	s.writeLinkMetrics(&b) // direct.go
 	family("connect_sessions", "gauge", "Open client sessions per service.")
 	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_sessions{service=%q} %d\n", sv.Name, sv.Sessions)
@@ -167,7 +168,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 		family("connect_service_call_duration_seconds", "summary", "Method call latency per service: quantiles over the last second, sum and count since the start.")
 		for _, sv := range snap.Services {
 			var c histogram.Counts
-			if hs := s.services[sv.Name]; hs != nil {
+			if hs := s.lookupService(sv.Name); hs != nil {
 				hs.lat.Snapshot(&c)
 			}
 			fmt.Fprintf(&b, "connect_service_call_duration_seconds{service=%q,quantile=\"0.5\"} %g\n", sv.Name, sv.LatencyP50Micros/1e6)

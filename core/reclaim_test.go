@@ -72,11 +72,11 @@ func TestReclaim(t *testing.T) {
 		return sc
 	}
 	old, theirs, fresh := mkStream(me), mkStream(other), mkStream(me)
-	s1 := old.cs.addSession(r.hs, "s1", newSecret())
-	s2 := old.cs.addSession(r.hs, "s2", newSecret())
-	s3 := old.cs.addSession(r.hs, "s3", newSecret())
-	y1 := theirs.cs.addSession(r.hs, "y1", newSecret())
-	gone := old.cs.addSession(r.hs, "gone", newSecret())
+	s1 := old.cs.addSession(r.hs, "s1", newSecret(), nil)
+	s2 := old.cs.addSession(r.hs, "s2", newSecret(), nil)
+	s3 := old.cs.addSession(r.hs, "s3", newSecret(), nil)
+	y1 := theirs.cs.addSession(r.hs, "y1", newSecret(), nil)
+	gone := old.cs.addSession(r.hs, "gone", newSecret(), nil)
 	for range 3 {
 		if _, e := old.cs.session(uint64(40), "gone"); e != nil {
 			t.Fatal(e)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,6 +147,7 @@ type remoteState struct {
 	endpoints []session.RunnerEndpoint
 	tokens    map[string]string // direct-link token by session id, for sessions open or opening
 	parked    serviceBackend    // the backend while the runner's stream has no connection (park)
+	docs      map[string][]byte // routing document by session id, as tokens (direct.go)
 }
 
 func (hs *hostedService) remoteInfo() *RemoteInfo {
@@ -168,9 +168,17 @@ func (rs *remoteState) token(id string) string {
 	return rs.tokens[id]
 }
 
+// doc returns a session's routing document, for RemoteOpen.
+func (rs *remoteState) doc(id string) []byte {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.docs[id]
+}
+
 func (rs *remoteState) dropToken(id string) {
 	rs.mu.Lock()
 	delete(rs.tokens, id)
+	delete(rs.docs, id)
 	rs.mu.Unlock()
 }
 
@@ -528,7 +536,7 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 			return fail(session.CodeOverloaded, "this server keeps %d remote services already", maxRemoteServices)
 		}
 		hs = &hostedService{cfg: config.Service{Name: name}, failed: "its runner is connecting",
-			remote: &remoteState{tokens: map[string]string{}}}
+			remote: &remoteState{tokens: map[string]string{}, docs: map[string][]byte{}}}
 		if s.remote.m == nil {
 			s.remote.m = map[string]*hostedService{}
 		}
@@ -625,6 +633,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 	for id := range rs.tokens {
 		if !slices.ContainsFunc(infos, func(in serviceplugin.SessionInfo) bool { return in.ID == id }) {
 			delete(rs.tokens, id)
+			delete(rs.docs, id)
 		}
 	}
 	rs.mu.Unlock()
@@ -642,7 +651,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
 			defer cancel()
-			token := rs.token(in.ID)
+			token, doc := rs.token(in.ID), rs.doc(in.ID)
 			err := b.OpenSession(ctx, in)
 			var le *errLinkEnded
 			switch {
@@ -654,7 +663,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 				// The runner went away again: the session waits for the next.
 				rs.mu.Lock()
 				if token != "" {
-					rs.tokens[in.ID] = token
+					rs.tokens[in.ID], rs.docs[in.ID] = token, doc
 				}
 				rs.mu.Unlock()
 			default:
@@ -730,16 +739,19 @@ func (cs *connSessions) runnerDecodeError(de *session.DecodeError) {
 	}
 }
 
-// sessionRouting returns the routing document of a new session: the server
-// link alone for a service inside the server, the resolved routing of the
-// service file for a remote one (docs/ROUTING.md).
-func (cs *connSessions) sessionRouting(reqID uint64, hs *hostedService, id string) ([]byte, *session.Error) {
+// sessionRouting returns the routing document of a new session, as XML and
+// parsed (nil for a service inside the server): the server link alone for
+// a service inside the server, the resolved routing of the service file
+// for a remote one (docs/ROUTING.md), with the methods the policy checks
+// call by call moved to the server link (direct.go).
+func (cs *connSessions) sessionRouting(m *session.StartSession, hs *hostedService, id string) ([]byte, *routing.Document, *session.Error) {
+	reqID := m.ID
 	if hs.remote == nil {
 		doc, err := serverRouting(id, hs.cfg.Name)
 		if err != nil { // a service name the document cannot carry
-			return nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+			return nil, nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
 		}
-		return doc, nil
+		return doc, nil, nil
 	}
 	rs := hs.remote
 	_, desc, failed := hs.current()
@@ -747,29 +759,32 @@ func (cs *connSessions) sessionRouting(reqID uint64, hs *hostedService, id strin
 	rl, endpoints := rs.runner, rs.endpoints
 	rs.mu.Unlock()
 	if rl == nil || desc == nil {
-		return nil, session.NewError(reqID, session.CodeUnavailable, fmt.Sprintf("service %s is unavailable: %s", hs.cfg.Name, failed))
+		return nil, nil, session.NewError(reqID, session.CodeUnavailable, fmt.Sprintf("service %s is unavailable: %s", hs.cfg.Name, failed))
 	}
 	token, err := newToken()
 	if err != nil {
-		return nil, session.NewError(reqID, session.CodeInternal, "cannot make a session token: "+err.Error())
+		return nil, nil, session.NewError(reqID, session.CodeInternal, "cannot make a session token: "+err.Error())
 	}
 	d, err := routing.Resolve(desc, routing.Situation{Session: id, Token: token,
-		Runner: runnerSituation(rl.cs.bearerType(), endpoints), Client: cs.clientSituation()})
+		Runner: runnerSituation(rl.cs.bearerType(), endpoints), Client: clientSituation(m)})
 	if err != nil {
 		var re *routing.ResolveError
-		if errors.As(err, &re) {
-			return nil, session.NewError(reqID, session.CodeRefused, err.Error())
+		if errors.As(err, &re) { // one, or several joined
+			return nil, nil, session.NewError(reqID, session.CodeRefused, err.Error())
 		}
-		return nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+		return nil, nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+	}
+	if moved := cs.s.forceServerMethods(d, desc, cs.tr.principal(), hs); moved != nil {
+		cs.log.Debug("methods routed through the server for the policy", "service", hs.cfg.Name, "session", id, "methods", moved)
 	}
 	doc, err := routing.Generate(d)
 	if err != nil {
-		return nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
+		return nil, nil, session.NewError(reqID, session.CodeInternal, fmt.Sprintf("the routing document of a session with %s: %v", hs.cfg.Name, err))
 	}
 	rs.mu.Lock()
-	rs.tokens[id] = token
+	rs.tokens[id], rs.docs[id] = token, doc
 	rs.mu.Unlock()
-	return doc, nil
+	return doc, d, nil
 }
 
 // runnerSituation is what routing.Resolve knows of a runner: the bearer it
@@ -787,21 +802,6 @@ func runnerSituation(bearer string, endpoints []session.RunnerEndpoint) *routing
 		}
 	}
 	return r
-}
-
-// clientSituation is what the server assumes of a client for routing
-// until clients declare their adapters (with direct links, next step):
-// it has the stock bearers and the bearer it reached the server with.
-func (cs *connSessions) clientSituation() routing.Client {
-	types := make([]string, 0, len(config.StockTypes)+1)
-	for t := range config.StockTypes {
-		types = append(types, t)
-	}
-	if t := cs.bearerType(); t != "" && !slices.Contains(types, t) {
-		types = append(types, t)
-	}
-	sort.Strings(types)
-	return routing.Client{Bearers: types, Direct: true}
 }
 
 // newToken returns a per-session direct-link token: 128 random bits.
@@ -859,9 +859,9 @@ func (b *remoteBackend) Call(ctx context.Context, sessionID, method string, args
 
 func (b *remoteBackend) OpenSession(ctx context.Context, in serviceplugin.SessionInfo) error {
 	name := b.hs.cfg.Name
-	token := b.hs.remote.token(in.ID)
+	token, doc := b.hs.remote.token(in.ID), b.hs.remote.doc(in.ID)
 	r, id, err := b.rl.request(ctx, func(id uint64) session.Message {
-		return &session.RemoteOpen{ID: id, Service: name, Session: in.ID, Client: in.ClientID, Token: token}
+		return &session.RemoteOpen{ID: id, Service: name, Session: in.ID, Client: in.ClientID, Token: token, Routing: doc}
 	})
 	switch r := r.(type) {
 	case nil:

@@ -136,7 +136,7 @@ func TestRemoteServiceLifecycle(t *testing.T) {
 	}
 
 	// A session: opened on the runner, with the resolved routing document.
-	cl.send(&session.StartSession{ID: 3, Service: "remote.echo"})
+	cl.send(&session.StartSession{ID: 3, Service: "remote.echo", Direct: true, Bearers: []string{"connect.bearer.tcp"}})
 	open := next[*session.RemoteOpen](runner)
 	if open.Service != "remote.echo" || open.Client != cl.c.clientID.String() || open.Token == "" {
 		t.Fatalf("RemoteOpen: %#v", open)
@@ -216,7 +216,7 @@ func TestRemoteServiceLifecycle(t *testing.T) {
 	if e := next[*session.Error](cl); e.Code != session.CodeUnavailable || e.Message != want {
 		t.Fatalf("call while the runner is away: %#v\nwant %q", e, want)
 	}
-	cl.send(&session.StartSession{ID: 10, Service: "remote.echo"})
+	cl.send(&session.StartSession{ID: 10, Service: "remote.echo", Direct: true, Bearers: []string{"connect.bearer.tcp"}})
 	if e := next[*session.Error](cl); e.Code != session.CodeUnavailable || e.Message != want {
 		t.Fatalf("start while the runner is away: %#v", e)
 	}
@@ -314,7 +314,7 @@ func TestRemoteServiceFileChanged(t *testing.T) {
 	xml := remoteXMLFile(t)
 	provide(runner, 1, xml)
 	cl := r.connRig("connectclient", uuid.Nil)
-	cl.send(&session.StartSession{ID: 1, Service: "remote.echo"})
+	cl.send(&session.StartSession{ID: 1, Service: "remote.echo", Direct: true, Bearers: []string{"connect.bearer.tcp"}})
 	open := next[*session.RemoteOpen](runner)
 	runner.send(&session.OK{ID: open.ID})
 	sid := next[*session.SessionStarted](cl).Session

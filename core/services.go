@@ -29,6 +29,7 @@ type hostedService struct {
 	calls  atomic.Uint64
 	errors atomic.Uint64
 	events atomic.Uint64
+	link   linkCounters // its sessions' messages on the server link (direct.go)
 
 	lat     histogram.Histogram // call latency (diagnostics on)
 	rates   rates               // of calls; under Server.diag.mu

@@ -79,6 +79,9 @@ type SessionInfo struct {
 	// Detached is true while the stream has no connection: the session
 	// waits for its client to come back (within the linger window).
 	Detached bool `json:"detached,omitempty"`
+	// ServerLink counts the session's messages on the server link; its
+	// direct links bypass the server (docs/REMOTE.md, "Direct links").
+	ServerLink LinkCounters `json:"serverLink"`
 }
 
 // sessionSet is a hosted service's open sessions, for the fan-out of its
@@ -356,6 +359,7 @@ func (cs *connSessions) handle(payload []byte) {
 		cs.warnf("bad session message from the client; ignored", "error", err)
 		return
 	}
+	cs.countIn(m, len(payload)) // direct.go
 	switch m := m.(type) {
 	case *session.ListServices:
 		cs.answer(cs.listServices(m))
@@ -368,11 +372,15 @@ func (cs *connSessions) handle(payload []byte) {
 	case *session.Call:
 		cs.call(m)
 	case *session.Subscribe:
-		cs.answer(cs.subscribe(m))
+		cs.answerFor(cs.lookup(m.Session), countOther, cs.subscribe(m))
 	case *session.Watch:
 		cs.watch(m)
 	case *session.Stop:
-		cs.answer(cs.stop(m))
+		cs.answerFor(cs.lookup(m.Session), countOther, cs.stop(m))
+	case *session.LinksDown:
+		cs.answerFor(cs.lookup(m.Session), countOther, cs.linksDown(m)) // direct.go
+	case *session.LinkOpen:
+		cs.answer(session.NewError(m.ID, session.CodeBadRequest, "LinkOpen opens a direct link to a service's runner: send it on the link, at the address of the routing document, not to the server"))
 	case *session.Cancel:
 		cs.mu.Lock()
 		cancel := cs.calls[m.Target]
@@ -394,9 +402,15 @@ func (cs *connSessions) handle(payload []byte) {
 // spawn runs a request in its own goroutine and answers its result, or
 // answers CodeOverloaded when too many run already (and returns false).
 func (cs *connSessions) spawn(id uint64, run func() session.Message) bool {
+	return cs.spawnFor(nil, id, run)
+}
+
+// spawnFor is spawn for a call of session s (nil: none), whose answer it
+// counts.
+func (cs *connSessions) spawnFor(s *clientSession, id uint64, run func() session.Message) bool {
 	if cs.running.Add(1) > maxRunning {
 		cs.running.Add(-1)
-		cs.answer(session.NewError(id, session.CodeOverloaded,
+		cs.answerFor(s, countCall, session.NewError(id, session.CodeOverloaded,
 			fmt.Sprintf("too many calls in progress on this connection (limit %d); try again when some have finished", maxRunning)))
 		return false
 	}
@@ -404,21 +418,28 @@ func (cs *connSessions) spawn(id uint64, run func() session.Message) bool {
 	go func() {
 		defer cs.wg.Done()
 		defer cs.running.Add(-1)
-		cs.answer(run())
+		cs.answerFor(s, countCall, run())
 	}()
 	return true
 }
 
+// lookup finds an open session of this connection, or nil.
+func (cs *connSessions) lookup(sid string) *clientSession {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.sessions[sid]
+}
+
 // answer queues a response for the writer. It waits while the queue is
 // full (the client does not read), and drops the answer once output has
-// stopped.
-func (cs *connSessions) answer(m session.Message) {
+// stopped. It returns the bytes queued (0: dropped).
+func (cs *connSessions) answer(m session.Message) int {
 	b, err := session.Encode(m)
 	if err != nil {
 		cs.log.Error("internal: a session answer does not encode", "kind", m.Kind().String(), "error", err)
 		r, ok := m.(session.Response)
 		if !ok {
-			return
+			return 0
 		}
 		b, _ = session.Encode(session.NewError(r.ResponseTo(), session.CodeInternal, "the server could not encode its answer: "+err.Error()))
 	}
@@ -431,12 +452,15 @@ func (cs *connSessions) answer(m session.Message) {
 	for cs.queued > 0 && cs.queued+len(b) > maxQueuedBytes && !cs.outClosed {
 		cs.ocond.Wait()
 	}
-	if !cs.outClosed {
-		cs.answers = append(cs.answers, b)
-		cs.queued += len(b)
-		cs.signal()
+	if cs.outClosed {
+		cs.omu.Unlock()
+		return 0
 	}
+	cs.answers = append(cs.answers, b)
+	cs.queued += len(b)
+	cs.signal()
 	cs.omu.Unlock()
+	return len(b)
 }
 
 // signal wakes the writer; the caller holds omu.
@@ -627,7 +651,7 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	}()
 
 	id := uuid.NewString()
-	doc, e := cs.sessionRouting(m.ID, hs, id) // remote.go
+	doc, d, e := cs.sessionRouting(m, hs, id) // remote.go
 	if e != nil {
 		return e
 	}
@@ -648,7 +672,7 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 		// only it can be reclaimed after a client restart.
 		secret = newSecret()
 	}
-	if cs.addSession(hs, id, secret) == nil {
+	if cs.addSession(hs, id, secret, newSessionRoutes(d)) == nil {
 		p.CloseSession(id, sessionClosedOnClose)
 		return session.NewError(m.ID, session.CodeCanceled, "the connection is closing")
 	}
@@ -656,11 +680,13 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	return &session.SessionStarted{ID: m.ID, Session: id, Routing: doc, Secret: secret}
 }
 
-// addSession records a session the service accepted; nil when the
-// connection closed meanwhile.
-func (cs *connSessions) addSession(hs *hostedService, id string, secret []byte) *clientSession {
+// addSession records a session the service accepted, with its reclaim
+// secret (nil without a resume stream) and what the server knows of its
+// direct links (nil: it has none); nil when the connection closed
+// meanwhile.
+func (cs *connSessions) addSession(hs *hostedService, id string, secret []byte, routes *sessionRoutes) *clientSession {
 	sctx, scancel := context.WithCancelCause(cs.ctx)
-	s := &clientSession{id: id, hs: hs, cs: cs, since: time.Now(), ctx: sctx, cancel: scancel, secret: secret,
+	s := &clientSession{id: id, hs: hs, cs: cs, since: time.Now(), ctx: sctx, cancel: scancel, secret: secret, routes: routes,
 		subs: map[uint64]eventFilter{}, watches: map[uint64]*watch{}}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -744,18 +770,18 @@ func (cs *connSessions) call(m *session.Call) {
 	}
 	_, desc, _ := s.hs.current()
 	if desc == nil || desc.Method(m.Method) == nil {
-		cs.answer(session.NewError(m.ID, session.CodeUnknownMethod,
+		cs.answerFor(s, countCall, session.NewError(m.ID, session.CodeUnknownMethod,
 			fmt.Sprintf("service %s has no method %q (methods: %s)", s.hs.cfg.Name, m.Method, methodList(desc))))
 		return
 	}
 	if err := cs.s.authorize(cs.tr.principal(), s.hs, m.Method); err != nil {
-		cs.answer(session.NewError(m.ID, session.CodeDenied, err.Error()))
+		cs.answerFor(s, countCall, session.NewError(m.ID, session.CodeDenied, err.Error()))
 		return
 	}
 	cs.mu.Lock()
 	if _, dup := cs.calls[m.ID]; dup {
 		cs.mu.Unlock()
-		cs.answer(session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("request id %d is already used by a running call", m.ID)))
+		cs.answerFor(s, countCall, session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("request id %d is already used by a running call", m.ID)))
 		return
 	}
 	ctx, cancel := context.WithCancelCause(s.context())
@@ -773,7 +799,7 @@ func (cs *connSessions) call(m *session.Call) {
 		prev := done
 		done = func() { stop(); prev() }
 	}
-	if !cs.spawn(m.ID, func() session.Message {
+	if !cs.spawnFor(s, m.ID, func() session.Message {
 		defer done()
 		return cs.invoke(ctx, s, m)
 	}) {
@@ -932,7 +958,7 @@ func (cs *connSessions) watch(m *session.Watch) {
 		fail(session.CodeTooLarge, fmt.Sprintf("the runtime data at %q takes %d bytes, more than the connection carries in one message (%d); watch a path below it", m.Path, len(enc), cs.limit))
 		return
 	}
-	cs.answer(snap)
+	cs.answerFor(s, countData, snap)
 	s.mu.Lock()
 	w.muted = false
 	if len(w.pending) > 0 && !s.closed {
@@ -975,6 +1001,8 @@ type clientSession struct {
 	// Messages of the session: requests naming it, and results and
 	// notifications for it (counted with diagnostics on).
 	msgsIn, msgsOut atomic.Uint64
+	routes          *sessionRoutes // its direct links, nil when it has none (direct.go)
+	link            linkCounters   // its messages on the server link (direct.go)
 
 	mu         sync.Mutex
 	cs         *connSessions           // the layer that carries it; a reclaim moves it
@@ -1017,7 +1045,8 @@ func (s *clientSession) info() SessionInfo {
 	s.mu.Unlock()
 	name, adapter := cs.tr.peer()
 	si := SessionInfo{ID: s.id, Service: s.hs.cfg.Name, ClientID: cs.clientID.String(), ClientName: name,
-		Adapter: adapter, Since: s.since, Calls: s.calls.Load(), Subscriptions: subs, Watches: watches}
+		Adapter: adapter, Since: s.since, Calls: s.calls.Load(), Subscriptions: subs, Watches: watches,
+		ServerLink: s.link.snapshot()}
 	if cs.stream != nil {
 		si.Stream = cs.stream.id.String()
 		si.Detached = adapter == ""
@@ -1063,6 +1092,9 @@ func (s *clientSession) wants(name string) bool {
 
 // event queues an event for the client if it subscribed to it.
 func (s *clientSession) event(e serviceplugin.Event) {
+	if !s.routes.viaServer(servicefile.Resource{Kind: servicefile.EventResource, Name: e.Name}) {
+		return // the runner sends it on a direct link (direct.go)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || !s.wants(e.Name) {
@@ -1096,8 +1128,14 @@ func (s *clientSession) dataChanged(path string) {
 	for _, w := range s.watches {
 		switch {
 		case below(path, w.path):
+			if !s.routes.viaServer(servicefile.Resource{Kind: servicefile.DataResource, Name: path}) {
+				continue // the runner sends it on a direct link (direct.go)
+			}
 			w.add(path)
 		case below(w.path, path):
+			if !s.routes.viaServer(servicefile.Resource{Kind: servicefile.DataResource, Name: w.path}) {
+				continue
+			}
 			w.add(w.path) // an ancestor changed: the watched node's value may have
 		default:
 			continue
@@ -1166,6 +1204,7 @@ func (s *clientSession) drain(buf [][]byte) [][]byte {
 			if cs.s.diag.on {
 				s.msgsOut.Add(1)
 			}
+			s.count(toClient, countKind(m), len(b))
 		}
 	}
 	for _, q := range queue {

@@ -122,7 +122,7 @@ func (r *sessionRig) next() session.Message {
 
 // open adds a session directly (the service has no plugin to ask).
 func (r *sessionRig) open() *clientSession {
-	s := r.cs.addSession(r.hs, uuid.NewString(), nil)
+	s := r.cs.addSession(r.hs, uuid.NewString(), nil, nil)
 	if s == nil {
 		r.t.Fatal("addSession refused")
 	}

@@ -19,6 +19,9 @@
 // 0x80–0xbf notifications the server pushes (events, runtime-data changes,
 // a session's end). Every request carries a non-zero id in tag 1 and gets
 // exactly one response with the same id, except Cancel, which gets none.
+// The same messages travel on the direct links between a client and a
+// remote service's runner, opened with LinkOpen (direct.go; docs/PROTOCOL.md
+// "Direct links"), and between the server and runners (remote.go).
 //
 // Every limit is checked on encode and on decode alike, so that what one
 // side encodes the other decodes. Decode never panics, never allocates in

@@ -228,9 +228,22 @@ type Describe struct {
 }
 
 // StartSession opens a session with a service. Answer: SessionStarted.
+//
+// Direct and Bearers say what the client can use for the direct links of
+// a remote service's session (docs/ROUTING.md, "Resolution"): the server
+// resolves the session's routing document with them. A client that does
+// not set Direct gets every resource routed through the server (or a
+// refusal naming what to configure, when the service routes something
+// only directly).
 type StartSession struct {
 	ID      uint64 // tag 1, required
 	Service string // tag 2, required, ≤ MaxServiceName
+	// Bearers are the bearer types the client has adapters for, such as
+	// connect.bearer.tcp: a direct link needs an adapter of its bearer's
+	// type. Only with Direct.
+	Bearers []string // tag 3, repeated, each 1 to MaxBearerType bytes, at most MaxClientBearers
+	// Direct says that the client opens direct links to services' runners.
+	Direct bool // tag 4
 }
 
 // CloseSession ends a session. Answer: OK. Its running calls are
@@ -399,25 +412,26 @@ type SessionClosed struct {
 // ---- Field names ----
 
 var (
-	namesID          = []string{1: "id"}
-	namesDescribe    = []string{1: "id", 2: "service"}
-	namesSession     = []string{1: "id", 2: "session"}
-	namesCall        = []string{1: "id", 2: "session", 3: "method", 4: "timeout_ns", 5: "args"}
-	namesSubscribe   = []string{1: "id", 2: "session", 3: "event", 4: "all"}
-	namesWatch       = []string{1: "id", 2: "session", 3: "path"}
-	namesStop        = []string{1: "id", 2: "session", 3: "target"}
-	namesCancel      = []string{1: "target"}
-	namesError       = []string{1: "id", 2: "code", 3: "message"}
-	namesServiceList = []string{1: "id", 2: "service"}
-	namesEntry       = []string{1: "name", 2: "version", 3: "description", 4: "available", 5: "problem", 6: "runner"}
-	namesDescription = []string{1: "id", 2: "xml"}
-	namesStarted     = []string{1: "id", 2: "session", 3: "routing", 4: "secret"}
-	namesResult      = []string{1: "id", 2: "value"}
-	namesSnapshot    = []string{1: "id", 2: "path", 3: "value"}
-	namesEvent       = []string{1: "session", 2: "name", 3: "args"}
-	namesLost        = []string{1: "session", 2: "count"}
-	namesChange      = []string{1: "session", 2: "watch", 3: "path", 4: "value"}
-	namesClosed      = []string{1: "session", 2: "reason"}
+	namesID           = []string{1: "id"}
+	namesDescribe     = []string{1: "id", 2: "service"}
+	namesStartSession = []string{1: "id", 2: "service", 3: "bearer", 4: "direct"}
+	namesSession      = []string{1: "id", 2: "session"}
+	namesCall         = []string{1: "id", 2: "session", 3: "method", 4: "timeout_ns", 5: "args"}
+	namesSubscribe    = []string{1: "id", 2: "session", 3: "event", 4: "all"}
+	namesWatch        = []string{1: "id", 2: "session", 3: "path"}
+	namesStop         = []string{1: "id", 2: "session", 3: "target"}
+	namesCancel       = []string{1: "target"}
+	namesError        = []string{1: "id", 2: "code", 3: "message"}
+	namesServiceList  = []string{1: "id", 2: "service"}
+	namesEntry        = []string{1: "name", 2: "version", 3: "description", 4: "available", 5: "problem", 6: "runner"}
+	namesDescription  = []string{1: "id", 2: "xml"}
+	namesStarted      = []string{1: "id", 2: "session", 3: "routing", 4: "secret"}
+	namesResult       = []string{1: "id", 2: "value"}
+	namesSnapshot     = []string{1: "id", 2: "path", 3: "value"}
+	namesEvent        = []string{1: "session", 2: "name", 3: "args"}
+	namesLost         = []string{1: "session", 2: "count"}
+	namesChange       = []string{1: "session", 2: "watch", 3: "path", 4: "value"}
+	namesClosed       = []string{1: "session", 2: "reason"}
 )
 
 func name(names []string, tag uint64) string {
@@ -572,7 +586,11 @@ func (*Describe) fieldName(tag uint64) string { return name(namesDescribe, tag) 
 func (*StartSession) Kind() Kind          { return KindStartSession }
 func (m *StartSession) RequestID() uint64 { return m.ID }
 func (m *StartSession) appendFields(dst []byte) []byte {
-	return appendString(appendUint(dst, 1, m.ID), 2, m.Service)
+	dst = appendString(appendUint(dst, 1, m.ID), 2, m.Service)
+	for _, b := range m.Bearers {
+		dst = wire.AppendStringField(dst, 3, b)
+	}
+	return appendBool(dst, 4, m.Direct)
 }
 func (m *StartSession) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -580,14 +598,45 @@ func (m *StartSession) field(f wire.Field) (bool, error) {
 		return true, uint64Field(f, &m.ID)
 	case 2:
 		return true, text(f, MaxServiceName, &m.Service)
+	case 3:
+		if len(m.Bearers) >= MaxClientBearers {
+			return true, fmt.Errorf("%w: more than %d bearers", ErrFieldTooLarge, MaxClientBearers)
+		}
+		var b string
+		if err := text(f, MaxBearerType, &b); err != nil {
+			return true, err
+		}
+		if b == "" {
+			return true, fmt.Errorf("%w: empty bearer type", ErrMalformed)
+		}
+		m.Bearers = append(m.Bearers, b)
+		return true, nil
+	case 4:
+		v, err := f.Bool()
+		m.Direct = v
+		return true, err
 	}
 	return false, nil
 }
 func (m *StartSession) check() (uint64, error) {
-	return first(tagCheck{1, required(m.ID)}, tagCheck{2, checkRequired(m.Service, MaxServiceName)})
+	if tag, err := first(tagCheck{1, required(m.ID)}, tagCheck{2, checkRequired(m.Service, MaxServiceName)}); err != nil {
+		return tag, err
+	}
+	switch {
+	case len(m.Bearers) > MaxClientBearers:
+		return 3, fmt.Errorf("%w: %d bearers, limit %d", ErrFieldTooLarge, len(m.Bearers), MaxClientBearers)
+	case len(m.Bearers) > 0 && !m.Direct:
+		return 3, fmt.Errorf("%w: bearers without direct (a client that opens no direct links has no use for adapters)", ErrMalformed)
+	}
+	for _, b := range m.Bearers {
+		if err := checkRequired(b, MaxBearerType); err != nil {
+			return 3, err
+		}
+	}
+	return 0, nil
 }
-func (*StartSession) repeated(uint64) bool        { return false }
-func (*StartSession) fieldName(tag uint64) string { return name(namesDescribe, tag) }
+func (*StartSession) repeated(tag uint64) bool    { return tag == 3 }
+func (*StartSession) fieldName(tag uint64) string { return name(namesStartSession, tag) }
 
 // ---- CloseSession ----
 

@@ -73,7 +73,7 @@ func samples() []struct {
 			{Session: "3", Status: ReclaimDenied},
 			{Session: "4", Status: 77},
 		}}},
-	}, remoteSamples()...)
+	}, append(remoteSamples(), directSamples()...)...)
 }
 
 // normalize maps empty slices to nil, as a decoder returns them.
@@ -285,6 +285,7 @@ func seedCorpus() map[string][]byte {
 	seeds["bad-duplicate"] = append(append([]byte{byte(KindOK)}, id...), id...)
 	seeds["bad-entry"] = append([]byte{byte(KindServiceList)}, append(id, 2, 3, 4, 1, 2)...)
 	maps.Copy(seeds, remoteBadSeeds())
+	maps.Copy(seeds, directBadSeeds())
 	return seeds
 }
 

@@ -121,6 +121,12 @@ type RemoteOpen struct {
 	// Token is the session's direct-link token, which the runner checks
 	// when the client opens a direct link.
 	Token string // tag 5, ≤ MaxToken
+	// Routing is the session's routing document, as the client got it:
+	// the runner accepts a direct link only for a link it names, and a
+	// call on a direct link only for a method routed over that link
+	// (docs/REMOTE.md, "Direct links"). Empty when the service was
+	// provided by an older server.
+	Routing []byte // tag 6, ≤ MaxDocument
 }
 
 // RemoteCall calls a method of one of the runner's services. Answer:
@@ -178,7 +184,7 @@ type RemoteSessionLost struct {
 var (
 	namesProvide     = []string{1: "id", 2: "service", 3: "xml", 4: "endpoint"}
 	namesEndpoint    = []string{1: "address", 2: "bearer", 3: "capabilities"}
-	namesRemoteOpen  = []string{1: "id", 2: "service", 3: "session", 4: "client", 5: "token"}
+	namesRemoteOpen  = []string{1: "id", 2: "service", 3: "session", 4: "client", 5: "token", 6: "routing"}
 	namesRemoteCall  = []string{1: "id", 2: "service", 3: "session", 4: "method", 5: "timeout_ns", 6: "args"}
 	namesRemoteClose = []string{1: "service", 2: "session", 3: "reason"}
 	namesSvcEvent    = []string{1: "service", 2: "session", 3: "name", 4: "args"}
@@ -292,7 +298,7 @@ func (*RemoteOpen) Kind() Kind                { return KindRemoteOpen }
 func (m *RemoteOpen) RunnerRequestID() uint64 { return m.ID }
 func (m *RemoteOpen) appendFields(dst []byte) []byte {
 	dst = appendString(appendString(appendUint(dst, 1, m.ID), 2, m.Service), 3, m.Session)
-	return appendString(appendString(dst, 4, m.Client), 5, m.Token)
+	return appendBytes(appendString(appendString(dst, 4, m.Client), 5, m.Token), 6, m.Routing)
 }
 func (m *RemoteOpen) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -306,13 +312,15 @@ func (m *RemoteOpen) field(f wire.Field) (bool, error) {
 		return true, text(f, MaxClientID, &m.Client)
 	case 5:
 		return true, text(f, MaxToken, &m.Token)
+	case 6:
+		return true, blob(f, MaxDocument, &m.Routing)
 	}
 	return false, nil
 }
 func (m *RemoteOpen) check() (uint64, error) {
 	return first(tagCheck{1, required(m.ID)}, tagCheck{2, checkRequired(m.Service, MaxServiceName)},
 		tagCheck{3, checkRequired(m.Session, MaxSessionID)}, tagCheck{4, checkText(m.Client, MaxClientID)},
-		tagCheck{5, checkText(m.Token, MaxToken)})
+		tagCheck{5, checkText(m.Token, MaxToken)}, tagCheck{6, checkBlob(m.Routing, MaxDocument)})
 }
 func (*RemoteOpen) repeated(uint64) bool        { return false }
 func (*RemoteOpen) fieldName(tag uint64) string { return name(namesRemoteOpen, tag) }
@@ -519,5 +527,5 @@ func newRemoteMessage(k Kind) Message {
 	case KindRemoteSessionLost:
 		return &RemoteSessionLost{}
 	}
-	return nil
+	return newDirectMessage(k)
 }

@@ -51,6 +51,8 @@ type options struct {
 	sessionFile                                                           string
 	logLevel                                                              string
 	insecure, json, xml, routing                                          bool
+	linkCA                                                                string
+	linkInsecure, noDirect, linkStats                                     bool
 	timeout, regTimeout                                                   time.Duration
 	count                                                                 int
 	interval                                                              time.Duration
@@ -83,6 +85,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.xml, "xml", false, "describe: print the service file as it is")
 	fs.BoolVar(&o.routing, "routing", false, "describe: start a session and print its routing document")
 	fs.DurationVar(&o.interval, "interval", 200*time.Millisecond, "ping: time between pings")
+	fs.StringVar(&o.linkCA, "link-ca", "", "ssl direct links: trust the runner certificate(s) in `FILE` (PEM); gives the client an ssl adapter for direct links")
+	fs.BoolVar(&o.linkInsecure, "link-insecure", false, "ssl direct links: do not verify the runner's certificate (development only); gives the client an ssl adapter for direct links")
+	fs.BoolVar(&o.noDirect, "no-direct", false, "open no direct links to services' runners: route everything through the server")
+	fs.BoolVar(&o.linkStats, "link-stats", false, "call: print the session's links and what each carried on stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: connectclient [flags] COMMAND [ARG]...\n\nCommands:\n%s\nFlags:\n%s", commandUsage, fs.FlagUsages())
 	}
@@ -200,10 +206,15 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
+	links, err := linkBearers(o, ep, dir)
+	if err != nil {
+		closeBearer()
+		return nil, ep, id, nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	c, err = client.Dial(dctx, client.Config{
-		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
+		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name, LinkBearers: links,
 		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger, StateFile: o.sessionFile,
 		OnState: func(s client.State, err error) {
 			if err != nil {
@@ -223,6 +234,51 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 		}
 	}
 	return c, ep, id, func() { c.Close(); closeBearer() }, nil
+}
+
+// linkBearers are the bearers connectclient opens direct links with: tcp
+// and udp, which need no settings, and ssl when the server connection is
+// ssl (with the same settings) or --link-ca or --link-insecure is given;
+// none with --no-direct.
+func linkBearers(o *options, server bearers.Endpoint, dir string) ([]bearers.Bearer, error) {
+	if o.noDirect {
+		if o.linkCA != "" || o.linkInsecure {
+			return nil, cli.Usagef("--no-direct excludes --link-ca and --link-insecure")
+		}
+		return nil, nil
+	}
+	var out []bearers.Bearer
+	reg := stock.Registry()
+	for _, t := range []string{"connect.bearer.tcp", "connect.bearer.udp"} {
+		r, _ := reg.ByType(t)
+		b, err := r.New(bearers.Config{StateDir: dir})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	if server.Scheme == "ssl" || o.linkCA != "" || o.linkInsecure {
+		attrs := bearers.Attributes{}
+		switch {
+		case o.linkCA != "":
+			attrs["ca"] = o.linkCA
+		case o.ca != "":
+			attrs["ca"] = o.ca
+		}
+		if o.linkInsecure || o.insecure {
+			attrs["insecureSkipVerify"] = "true"
+		}
+		if o.cert != "" {
+			attrs["clientCert"], attrs["clientKey"] = o.cert, o.key
+		}
+		r, _ := reg.ByType("connect.bearer.ssl")
+		b, err := r.New(bearers.Config{Attributes: attrs, StateDir: dir})
+		if err != nil {
+			return nil, fmt.Errorf("ssl adapter for direct links: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // findToken: --token, --token-file, $CONNECT_TOKEN, then the server's

@@ -18,6 +18,7 @@ import (
 	"github.com/bearerkit/connect/internal/cli"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
+	"github.com/bearerkit/connect/session"
 )
 
 const commandUsage = `  ping                                 connect, register and measure round trips (--count, --interval)
@@ -68,7 +69,7 @@ func serviceCommand(o *options, cmd string, args []string, stdout, stderr io.Wri
 			return err
 		}
 		run = func(ctx context.Context, c *client.Client) error {
-			return call(ctx, o, c, service, method, pairs, stdout)
+			return call(ctx, o, c, service, method, pairs, stdout, stderr)
 		}
 	case "events":
 		if len(args) < 1 {
@@ -227,14 +228,11 @@ func describe(ctx context.Context, o *options, c *client.Client, service string,
 	}
 	var routing []byte
 	if o.routing {
-		s, err := c.StartSession(rctx, service)
+		s, err := startSession(rctx, c, service, stderr)
 		if err != nil {
 			return err
 		}
 		routing = s.Routing()
-		if s.DirectLinks() {
-			fmt.Fprintln(stderr, "connectclient: note: the document names direct links, which this client does not open yet: everything goes through the server link")
-		}
 		s.Close()
 	}
 	if o.json {
@@ -444,7 +442,7 @@ func typedArgs(service string, m *servicefile.Method, pairs []pair) (map[string]
 	return args, nil
 }
 
-func call(ctx context.Context, o *options, c *client.Client, service, method string, pairs []pair, stdout io.Writer) error {
+func call(ctx context.Context, o *options, c *client.Client, service, method string, pairs []pair, stdout, stderr io.Writer) error {
 	op := fmt.Sprintf("call %s.%s", service, method)
 	rctx, cancel := request(ctx, o)
 	defer cancel()
@@ -464,12 +462,15 @@ func call(ctx context.Context, o *options, c *client.Client, service, method str
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s, err := c.StartSession(rctx, service)
+	s, err := startSession(rctx, c, service, stderr)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	defer s.Close()
 	res, err := s.Call(rctx, method, args)
+	if o.linkStats {
+		printLinkStats(stderr, s)
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return fmt.Errorf("%w (no answer within --timeout %s; raise it for a slow method)", err, o.timeout)
@@ -495,6 +496,40 @@ func call(ctx context.Context, o *options, c *client.Client, service, method str
 	return nil
 }
 
+// startSession starts a session and says on stderr where it does
+// otherwise than its routing document routes it (a direct link that could
+// not be opened, and the fallback taken).
+func startSession(ctx context.Context, c *client.Client, service string, stderr io.Writer) (*client.Session, error) {
+	s, err := c.StartSession(ctx, service)
+	if err != nil {
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code == session.CodeRefused && strings.Contains(ce.Message, "the client has no connect.bearer.ssl adapter") {
+			return nil, fmt.Errorf("%w (connectclient has one with --link-ca FILE, FILE holding the runner's certificate, or --link-insecure)", err)
+		}
+		return nil, err
+	}
+	for _, n := range s.Notes() {
+		fmt.Fprintf(stderr, "connectclient: note: %s\n", n)
+	}
+	return s, nil
+}
+
+// printLinkStats writes a session's links and their counters (--link-stats).
+func printLinkStats(w io.Writer, s *client.Session) {
+	for _, st := range s.LinkStats() {
+		state := "open"
+		if !st.Open {
+			state = "down: " + st.Down
+		}
+		where := ""
+		if st.Address != "" {
+			where = " " + st.Address
+		}
+		fmt.Fprintf(w, "connectclient: link %s%s: %s; sent %d messages (%d bytes, %d calls), received %d (%d bytes, %d events, %d data changes)\n",
+			st.Link, where, state, st.MessagesSent, st.BytesSent, st.Calls, st.MessagesReceived, st.BytesReceived, st.Events, st.DataChanges)
+	}
+}
+
 // ---- events and watch ----
 
 // reconnectable reports whether a stream ended because the connection was
@@ -515,7 +550,7 @@ func sessionFor(ctx context.Context, c *client.Client, service string, stderr io
 			return r.Session, nil
 		}
 	}
-	return c.StartSession(ctx, service)
+	return startSession(ctx, c, service, stderr)
 }
 
 // reused marks the reclaimed sessions already in use (one command runs per

@@ -63,6 +63,7 @@ type options struct {
 	conn                   clientflags.Flags
 	services, plugins      []string
 	listen, endpoints      []string
+	linkCert, linkKey      string
 	name                   string
 	logLevel, logFormat    string
 	regTimeout, retryMax   time.Duration
@@ -107,6 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringArrayVar(&o.plugins, "plugin", nil, "service plugin executable `PATH` serving the --service at the same position (repeatable)")
 	fs.StringArrayVar(&o.listen, "listen", nil, "`URL` where this runner accepts direct links (tcp://, udp://, ssl://), announced in routing documents; default: each service file's <endpoints> (repeatable)")
 	fs.StringArrayVar(&o.endpoints, "endpoint", nil, "same as --listen (repeatable)")
+	fs.StringVar(&o.linkCert, "link-cert", "", "ssl direct links: the runner's certificate `FILE` (PEM), with --link-key; default: a self-signed one in the state directory (runner/ssl/cert.pem)")
+	fs.StringVar(&o.linkKey, "link-key", "", "ssl direct links: the key `FILE` (PEM) of --link-cert")
 	fs.StringVar(&o.name, "name", "remoteservicerunner", "client `NAME` shown by the server")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -133,6 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, cli.Usagef("%d --service and %d --plugin: give one --plugin per --service, in the same order", len(o.services), len(o.plugins))
 	case o.regTimeout <= 0, o.retryMax <= 0, o.startTimeout <= 0, o.backoffMin <= 0, o.backoffMax < o.backoffMin:
 		return nil, cli.Usagef("durations must be positive, and --restart-backoff-max at least --restart-backoff-min")
+	case (o.linkCert == "") != (o.linkKey == ""):
+		return nil, cli.Usagef("--link-cert and --link-key go together")
 	}
 	o.listen = append(o.listen, o.endpoints...)
 	return o, nil
@@ -176,6 +181,7 @@ func loadServices(o *options) ([]*runnerService, error) {
 		if listen == nil {
 			rs.endpoints = fileEndpoints(desc)
 		}
+		rs.endpoints = append(rs.endpoints, linkEndpoints(desc, rs.endpoints)...)
 		out = append(out, rs)
 	}
 	if len(problems) > 0 {
@@ -222,6 +228,28 @@ func fileEndpoints(desc *servicefile.Service) []client.ProviderEndpoint {
 	return out
 }
 
+// linkEndpoints are the endpoints of a service file's declared <link>s
+// served by stock bearers, but those in have: the runner accepts each
+// declared link at its endpoint, and announces it so that routing knows it
+// offers the link's bearer.
+func linkEndpoints(desc *servicefile.Service, have []client.ProviderEndpoint) []client.ProviderEndpoint {
+	var out []client.ProviderEndpoint
+	for _, l := range desc.Routing.Links {
+		reg, ok := stock.Registry().ByType(l.Bearer)
+		if !ok || reg.Info.Scheme != l.Endpoint.Scheme {
+			continue
+		}
+		dup := false
+		for _, e := range append(have, out...) {
+			dup = dup || e.Address.String() == l.Endpoint.String()
+		}
+		if !dup {
+			out = append(out, client.ProviderEndpoint{Address: l.Endpoint, Bearer: reg.Info})
+		}
+	}
+	return out
+}
+
 // serve runs the plugins, connects and provides, until ctx ends or the
 // connection is lost for good.
 func serve(ctx context.Context, o *options, svcs []*runnerService, logger *slog.Logger) error {
@@ -244,17 +272,27 @@ func serve(ctx context.Context, o *options, svcs []*runnerService, logger *slog.
 		return err
 	}
 
+	// Direct links: listen on every endpoint (the provider owns the
+	// listeners from NewProvider on).
+	listeners, err := listenLinks(ctx, o, svcs, filepath.Join(dir, "runner"), logger)
+	if err != nil {
+		return err
+	}
+
 	// The provider exists before the plugins, which feed it their runtime
 	// data and events from their first start.
 	first := newFirstResults(len(svcs))
 	handlers := make([]*pluginHandler, len(svcs))
-	pcfg := client.ProviderConfig{Logger: logger, OnProvided: first.record}
+	pcfg := client.ProviderConfig{Logger: logger, OnProvided: first.record, Listeners: listeners}
 	for i, rs := range svcs {
 		handlers[i] = &pluginHandler{}
 		pcfg.Services = append(pcfg.Services, client.ProvidedService{XML: rs.xml, Handler: handlers[i], Endpoints: rs.endpoints})
 	}
 	prov, err := client.NewProvider(pcfg)
 	if err != nil {
+		for _, l := range listeners {
+			l.Listener.Close()
+		}
 		return err
 	}
 	defer prov.Close()
@@ -341,6 +379,62 @@ func serve(ctx context.Context, o *options, svcs []*runnerService, logger *slog.
 	case err := <-lost:
 		return fmt.Errorf("the connection to the server ended for good: %w", err)
 	}
+}
+
+// listenLinks listens on every distinct endpoint of the services, with
+// the stock bearer of its scheme, in process; stateDir keeps the ssl
+// bearer's generated certificate.
+func listenLinks(ctx context.Context, o *options, svcs []*runnerService, stateDir string, logger *slog.Logger) ([]client.ProviderListener, error) {
+	var (
+		out   []client.ProviderListener
+		seen  = map[string]bool{}
+		bears = map[string]bearers.Bearer{}
+	)
+	fail := func(err error) ([]client.ProviderListener, error) {
+		for _, l := range out {
+			l.Listener.Close()
+		}
+		return nil, err
+	}
+	for _, rs := range svcs {
+		for _, e := range rs.endpoints {
+			key := e.Address.String()
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			b := bears[e.Bearer.Type]
+			if b == nil {
+				reg, ok := stock.Registry().ByType(e.Bearer.Type)
+				if !ok {
+					return fail(fmt.Errorf("endpoint %s: no stock bearer %s", key, e.Bearer.Type))
+				}
+				attrs := bearers.Attributes{}
+				if e.Bearer.Type == reg.Info.Type && reg.Info.Scheme == "ssl" && o.linkCert != "" {
+					attrs["cert"], attrs["key"] = o.linkCert, o.linkKey
+				}
+				nb, err := reg.New(bearers.Config{Attributes: attrs, StateDir: stateDir})
+				if err != nil {
+					return fail(fmt.Errorf("endpoint %s: %w", key, err))
+				}
+				b, bears[e.Bearer.Type] = nb, nb
+			}
+			l, err := b.Listen(ctx, e.Address)
+			if err != nil {
+				return fail(fmt.Errorf("direct links: listen on %s: %w", key, err))
+			}
+			out = append(out, client.ProviderListener{Listener: l, Bearer: e.Bearer})
+			logger.Info("accepting direct links", "endpoint", key, "bearer", e.Bearer.Type)
+		}
+	}
+	for _, b := range bears {
+		if n, ok := b.(bearers.Noticer); ok {
+			for _, msg := range n.Notices() {
+				logger.Warn(msg)
+			}
+		}
+	}
+	return out, nil
 }
 
 // firstResults collects the server's first answer for every service.

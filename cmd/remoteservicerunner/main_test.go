@@ -41,6 +41,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--service", good, "--plugin", exe, "--endpoint", "tcp://127.0.0.1:0"}, 2, "remoteservicerunner: --listen tcp://127.0.0.1:0: give the port clients dial (not 0)"},
 		{[]string{"--service", good, "--plugin", exe, "--listen", "ws://127.0.0.1:9700"}, 2, "remoteservicerunner: --listen ws://127.0.0.1:9700: bearers: unknown scheme \"ws\""},
 		{[]string{"--service", good, "--plugin", exe, "--plugin-start-timeout", "0s"}, 2, "remoteservicerunner: durations must be positive"},
+		{[]string{"--service", good, "--plugin", exe, "--link-cert", "c.pem"}, 2, "remoteservicerunner: --link-cert and --link-key go together"},
 		{[]string{"--service", bad, "--plugin", exe, "--service", good, "--plugin", notExe, "--service", good, "--plugin", exe}, 1,
 			"remoteservicerunner: " + bad + ":1: method[1] attribute \"name\" is required\n" +
 				"--plugin " + notExe + " (for " + good + "): not an executable file\n" +
@@ -63,5 +64,38 @@ func TestVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if err := dispatch(context.Background(), []string{"version"}, &stdout, &stderr); err != nil || !strings.HasPrefix(stdout.String(), "remoteservicerunner ") {
 		t.Fatalf("version: %v %q", err, stdout.String())
+	}
+}
+
+// TestLinkEndpoints: the endpoints of declared links are listened on and
+// announced too, once.
+func TestLinkEndpoints(t *testing.T) {
+	xml, err := os.ReadFile("../../examples/xml/mediaplayer.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "mp.xml")
+	os.WriteFile(path, xml, 0o644)
+	exe := filepath.Join(t.TempDir(), "plugin")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	for _, c := range []struct {
+		listen []string
+		want   string
+	}{
+		{nil, "tcp://127.0.0.1:9700 udp://127.0.0.1:9700 ssl://127.0.0.1:9701"},
+		{[]string{"tcp://127.0.0.1:9800"}, "tcp://127.0.0.1:9800 ssl://127.0.0.1:9701"},
+		{[]string{"ssl://127.0.0.1:9701"}, "ssl://127.0.0.1:9701"},
+	} {
+		svcs, err := loadServices(&options{services: []string{path}, plugins: []string{exe}, listen: c.listen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range svcs[0].endpoints {
+			got = append(got, e.Address.String())
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("--listen %v: endpoints %v, want %s", c.listen, got, c.want)
+		}
 	}
 }
