@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"time"
@@ -37,9 +36,9 @@ import (
 	"github.com/bearerkit/connect/bearers/stock"
 	"github.com/bearerkit/connect/client"
 	"github.com/bearerkit/connect/internal/cli"
+	"github.com/bearerkit/connect/internal/clientflags"
 	"github.com/bearerkit/connect/internal/statedir"
 	"github.com/bearerkit/connect/internal/version"
-	"github.com/bearerkit/connect/pluginhost"
 )
 
 func main() {
@@ -47,15 +46,16 @@ func main() {
 }
 
 type options struct {
-	server, token, tokenFile, ca, cert, key, stateDir, bearerPlugin, name string
-	sessionFile                                                           string
-	logLevel                                                              string
-	insecure, json, xml, routing                                          bool
-	linkCA                                                                string
-	linkInsecure, noDirect, linkStats                                     bool
-	timeout, regTimeout                                                   time.Duration
-	count                                                                 int
-	interval                                                              time.Duration
+	conn                              clientflags.Flags // --server, credentials, ssl, --state-dir, --bearer-plugin
+	name                              string
+	sessionFile                       string
+	logLevel                          string
+	json, xml, routing                bool
+	linkCA                            string
+	linkInsecure, noDirect, linkStats bool
+	timeout, regTimeout               time.Duration
+	count                             int
+	interval                          time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -66,19 +66,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := pflag.NewFlagSet("connectclient", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.server, "server", "tcp://127.0.0.1:9500", "server `URL` (tcp://, udp://, ssl://, or a plugin bearer's scheme)")
-	fs.StringVar(&o.token, "token", "", "authentication `TOKEN` (default: $CONNECT_TOKEN, else the token file in the state directory)")
-	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from `FILE`")
-	fs.StringVar(&o.ca, "ca", "", "ssl: trust the server certificate(s) in `FILE` (PEM)")
-	fs.StringVar(&o.cert, "cert", "", "ssl: client certificate `FILE` (PEM), with --key")
-	fs.StringVar(&o.key, "key", "", "ssl: client key `FILE` (PEM), with --cert")
-	fs.BoolVar(&o.insecure, "insecure", false, "ssl: do not verify the server certificate (development only)")
-	fs.StringVar(&o.stateDir, "state-dir", "", "state `DIR` holding the client id (default $CONNECT_STATE_DIR, else ~/.local/state/connect)")
+	o.conn.Register(fs)
 	fs.StringVar(&o.sessionFile, "session-file", "", "keep the open sessions' ids and secrets in `FILE`, so that events and watch take their session back after a crash or a kill (one process per file)")
 	fs.BoolVar(&o.json, "json", false, "print results as JSON")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up connecting and registering after `D`")
 	fs.DurationVar(&o.regTimeout, "registration-timeout", 5*time.Second, "give up one connection attempt (connect + registration) after `D` and retry, within --timeout")
-	fs.StringVar(&o.bearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
 	fs.StringVar(&o.name, "name", "connectclient", "client `NAME` shown by the server")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.IntVar(&o.count, "count", 0, "ping: number of pings (default 3); events, watch: stop after `N` events or changes; top without a terminal: after N frames (default: until interrupted)")
@@ -186,15 +178,15 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
-	ep, err = bearers.ParseEndpoint(o.server)
-	if err != nil {
-		return nil, ep, id, nil, cli.Usagef("--server: %v", err)
-	}
-	dir, err := statedir.Resolve(o.stateDir)
+	ep, err = o.conn.Endpoint()
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
-	token, err := findToken(o, dir)
+	dir, err := statedir.Resolve(o.conn.StateDir)
+	if err != nil {
+		return nil, ep, id, nil, err
+	}
+	token, err := o.conn.FindToken(dir)
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
@@ -202,7 +194,7 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
-	b, closeBearer, err := bearerFor(ctx, o, ep, dir, logger)
+	b, closeBearer, err := o.conn.Bearer(ctx, ep, dir, logger)
 	if err != nil {
 		return nil, ep, id, nil, err
 	}
@@ -262,14 +254,14 @@ func linkBearers(o *options, server bearers.Endpoint, dir string) ([]bearers.Bea
 		switch {
 		case o.linkCA != "":
 			attrs["ca"] = o.linkCA
-		case o.ca != "":
-			attrs["ca"] = o.ca
+		case o.conn.CA != "":
+			attrs["ca"] = o.conn.CA
 		}
-		if o.linkInsecure || o.insecure {
+		if o.linkInsecure || o.conn.Insecure {
 			attrs["insecureSkipVerify"] = "true"
 		}
-		if o.cert != "" {
-			attrs["clientCert"], attrs["clientKey"] = o.cert, o.key
+		if o.conn.Cert != "" {
+			attrs["clientCert"], attrs["clientKey"] = o.conn.Cert, o.conn.Key
 		}
 		r, _ := reg.ByType("connect.bearer.ssl")
 		b, err := r.New(bearers.Config{Attributes: attrs, StateDir: dir})
@@ -279,76 +271,4 @@ func linkBearers(o *options, server bearers.Endpoint, dir string) ([]bearers.Bea
 		out = append(out, b)
 	}
 	return out, nil
-}
-
-// findToken: --token, --token-file, $CONNECT_TOKEN, then the server's
-// generated token file in the state directory if there is one.
-func findToken(o *options, dir string) (string, error) {
-	switch {
-	case o.token != "" && o.tokenFile != "":
-		return "", cli.Usagef("--token and --token-file are exclusive")
-	case o.token != "":
-		return o.token, nil
-	case o.tokenFile != "":
-		t, err := statedir.ReadToken(o.tokenFile)
-		if err != nil {
-			return "", fmt.Errorf("--token-file: %w", err)
-		}
-		return t, nil
-	case os.Getenv("CONNECT_TOKEN") != "":
-		return os.Getenv("CONNECT_TOKEN"), nil
-	}
-	if t, err := statedir.ReadToken(statedir.TokenFile(dir)); err == nil {
-		return t, nil
-	}
-	return "", nil // the server may accept a client certificate instead
-}
-
-// bearerFor returns the bearer that dials ep: an external plugin when
-// --bearer-plugin is given, else the stock bearer for the scheme, in process.
-func bearerFor(ctx context.Context, o *options, ep bearers.Endpoint, dir string, logger *slog.Logger) (bearers.Bearer, func(), error) {
-	attrs := bearers.Attributes{}
-	sslFlags := o.ca != "" || o.cert != "" || o.key != "" || o.insecure
-	if (o.cert == "") != (o.key == "") {
-		return nil, nil, cli.Usagef("--cert and --key go together")
-	}
-	if ep.Scheme == "ssl" {
-		if o.ca != "" {
-			attrs["ca"] = o.ca
-		}
-		if o.cert != "" {
-			attrs["clientCert"], attrs["clientKey"] = o.cert, o.key
-		}
-		if o.insecure {
-			attrs["insecureSkipVerify"] = "true"
-		}
-	} else if sslFlags && o.bearerPlugin == "" {
-		return nil, nil, cli.Usagef("--ca, --cert, --key and --insecure apply to ssl:// servers, not %s://", ep.Scheme)
-	}
-	if o.bearerPlugin != "" {
-		p, err := pluginhost.Start(ctx, pluginhost.Options{Name: o.bearerPlugin, Path: o.bearerPlugin,
-			Config: bearers.Config{Attributes: attrs, StateDir: dir}, Logger: logger})
-		if err != nil {
-			return nil, nil, err
-		}
-		if p.Info().Scheme != ep.Scheme {
-			p.Close()
-			return nil, nil, cli.Usagef("--bearer-plugin %s serves %s://, but --server is %s", o.bearerPlugin, p.Info().Scheme, ep)
-		}
-		return p, func() { p.Close() }, nil
-	}
-	reg, err := stock.Registry().ByScheme(ep.Scheme)
-	if err != nil {
-		return nil, nil, cli.Usagef("--server %s: %v; for a third-party bearer pass --bearer-plugin PATH", ep, err)
-	}
-	b, err := reg.New(bearers.Config{Attributes: attrs, StateDir: dir})
-	if err != nil {
-		return nil, nil, err
-	}
-	if n, ok := b.(bearers.Noticer); ok {
-		for _, msg := range n.Notices() {
-			logger.Warn(msg)
-		}
-	}
-	return b, func() {}, nil
 }

@@ -1,8 +1,7 @@
 // Package clientflags holds the connection flags that every command acting
-// as a Connect client shares (remoteservicerunner; connectclient spells the
-// same flags): the server URL, the credentials, the ssl settings, a bearer
-// plugin and the state directory, and turns them into what client.Dial
-// needs.
+// as a Connect client shares (connectclient, remoteservicerunner): the
+// server URL, the credentials, the ssl settings, a bearer plugin and the
+// state directory, and turns them into what client.Dial needs.
 package clientflags
 
 import (
