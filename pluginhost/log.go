@@ -64,6 +64,13 @@ func (w *lineWriter) emit(line []byte) {
 		level = slog.LevelError
 	}
 	msg, _ := m["@message"].(string)
+	if msg == "plugin process exited" && level == slog.LevelError {
+		// go-plugin says so at error level whenever the exit status is not
+		// zero, also when the host stops the plugin on purpose (shutdown,
+		// restart). The host logs an unexpected death itself, as an error
+		// that says what it does about it.
+		level = slog.LevelInfo
+	}
 	attrs := make([]any, 0, 2*len(m))
 	for k, v := range m {
 		if k == "@level" || k == "@message" || k == "@timestamp" || k == "@module" || k == "@caller" {
