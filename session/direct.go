@@ -120,18 +120,7 @@ func (m *LinksDown) field(f wire.Field) (bool, error) {
 	case 2:
 		return true, text(f, MaxSessionID, &m.Session)
 	case 3:
-		if len(m.Links) >= MaxSessionLinks {
-			return true, fmt.Errorf("%w: more than %d links", ErrFieldTooLarge, MaxSessionLinks)
-		}
-		var l string
-		if err := text(f, MaxLinkName, &l); err != nil {
-			return true, err
-		}
-		if l == "" {
-			return true, fmt.Errorf("%w: empty link name", ErrMalformed)
-		}
-		m.Links = append(m.Links, l)
-		return true, nil
+		return true, textItem(f, MaxLinkName, MaxSessionLinks, "links", "empty link name", &m.Links)
 	}
 	return false, nil
 }

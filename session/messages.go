@@ -478,6 +478,24 @@ func text(f wire.Field, max int, dst *string) error {
 	return err
 }
 
+// textItem decodes one element of a repeated, non-empty text field into
+// *dst, refusing the (max+1)th: plural names the elements and empty the
+// message for an empty one ("empty event name").
+func textItem(f wire.Field, maxLen, max int, plural, empty string, dst *[]string) error {
+	if len(*dst) >= max {
+		return fmt.Errorf("%w: more than %d %s", ErrFieldTooLarge, max, plural)
+	}
+	var v string
+	if err := text(f, maxLen, &v); err != nil {
+		return err
+	}
+	if v == "" {
+		return fmt.Errorf("%w: %s", ErrMalformed, empty)
+	}
+	*dst = append(*dst, v)
+	return nil
+}
+
 // blob decodes a byte string of at most max bytes (a copy; nil when empty).
 func blob(f wire.Field, max int, dst *[]byte) error {
 	b, err := f.Bytes(max)
@@ -599,18 +617,7 @@ func (m *StartSession) field(f wire.Field) (bool, error) {
 	case 2:
 		return true, text(f, MaxServiceName, &m.Service)
 	case 3:
-		if len(m.Bearers) >= MaxClientBearers {
-			return true, fmt.Errorf("%w: more than %d bearers", ErrFieldTooLarge, MaxClientBearers)
-		}
-		var b string
-		if err := text(f, MaxBearerType, &b); err != nil {
-			return true, err
-		}
-		if b == "" {
-			return true, fmt.Errorf("%w: empty bearer type", ErrMalformed)
-		}
-		m.Bearers = append(m.Bearers, b)
-		return true, nil
+		return true, textItem(f, MaxBearerType, MaxClientBearers, "bearers", "empty bearer type", &m.Bearers)
 	case 4:
 		v, err := f.Bool()
 		m.Direct = v
@@ -723,18 +730,7 @@ func (m *Subscribe) field(f wire.Field) (bool, error) {
 	case 2:
 		return true, text(f, MaxSessionID, &m.Session)
 	case 3:
-		if len(m.Events) >= MaxEvents {
-			return true, fmt.Errorf("%w: more than %d events", ErrFieldTooLarge, MaxEvents)
-		}
-		var e string
-		if err := text(f, MaxName, &e); err != nil {
-			return true, err
-		}
-		if e == "" {
-			return true, fmt.Errorf("%w: empty event name", ErrMalformed)
-		}
-		m.Events = append(m.Events, e)
-		return true, nil
+		return true, textItem(f, MaxName, MaxEvents, "events", "empty event name", &m.Events)
 	case 4:
 		v, err := f.Bool()
 		m.All = v
