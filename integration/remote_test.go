@@ -218,8 +218,14 @@ func TestRemoteServiceRunner(t *testing.T) {
 	if l := events.line(); !strings.HasSuffix(l, " levelChanged level=0.75") {
 		t.Fatalf("event: %q", l)
 	}
-	if l := watch.line(); !strings.HasSuffix(l, " meter.level = 0.75") {
-		t.Fatalf("watch change: %q", l)
+	for i := 0; ; i++ { // the last value may come again first (an unreliable link's resend, or its fallback to the server)
+		l := watch.line()
+		if strings.HasSuffix(l, " meter.level = 0.75") {
+			break
+		}
+		if i == 3 || !strings.HasSuffix(l, " meter.level = 0.5") {
+			t.Fatalf("watch change: %q", l)
+		}
 	}
 	if code, body := s.httpDo("GET", "/serviceruntimedata/example.echo", "", ""); code != 200 || body != `{"meter":{"level":0.75,"calls":0}}`+"\n" {
 		t.Fatalf("/serviceruntimedata: %d %s", code, body)
