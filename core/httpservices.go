@@ -36,16 +36,13 @@ func httpError(w http.ResponseWriter, code int, format string, args ...any) {
 }
 
 // service finds a running service for an HTTP request, or answers the error.
-func (s *Server) service(w http.ResponseWriter, name string) (*hostedService, bool) {
+func (s *Server) service(w http.ResponseWriter, r *http.Request, name string) (*hostedService, bool) {
 	hs := s.lookupService(name)
 	if hs == nil {
 		httpError(w, http.StatusNotFound, "no service %q (GET /servicedescriptions lists them)", name)
 		return nil, false
 	}
-	if p, _, failed := hs.current(); p == nil {
-		if failed == "" {
-			failed = "it is starting"
-		}
+	if p, _, failed := hs.available(r.Context(), s.startWait()); p == nil {
 		httpError(w, http.StatusServiceUnavailable, "service %s is unavailable: %s", name, failed)
 		return nil, false
 	}
@@ -57,7 +54,7 @@ func (s *Server) serveServiceList(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveDescription(w http.ResponseWriter, r *http.Request) {
-	hs, ok := s.service(w, r.PathValue("service"))
+	hs, ok := s.service(w, r, r.PathValue("service"))
 	if !ok {
 		return
 	}
@@ -71,7 +68,7 @@ func (s *Server) serveDescription(w http.ResponseWriter, r *http.Request) {
 // for lists and structs) or, for POST with a JSON body, as one JSON object
 // of typed values. `timeout` (a Go duration) in the query bounds the call.
 func (s *Server) serveInvoke(w http.ResponseWriter, r *http.Request) {
-	hs, ok := s.service(w, r.PathValue("service"))
+	hs, ok := s.service(w, r, r.PathValue("service"))
 	if !ok {
 		return
 	}
@@ -246,7 +243,7 @@ func callStatus(err error) int {
 // serveRuntimeData answers the service's runtime data as typed JSON: the
 // whole tree, or the node at ?path=a.b.c.
 func (s *Server) serveRuntimeData(w http.ResponseWriter, r *http.Request) {
-	hs, ok := s.service(w, r.PathValue("service"))
+	hs, ok := s.service(w, r, r.PathValue("service"))
 	if !ok {
 		return
 	}

@@ -137,7 +137,7 @@ func New(opts Options) (*Server, error) {
 	s.epoch = time.Now()
 	s.diag.init(s.cfg.Diagnostics.Enabled)
 	for _, sc := range s.cfg.Services { // names are unique (config checks)
-		s.services[sc.Name] = &hostedService{cfg: sc}
+		s.services[sc.Name] = &hostedService{cfg: sc, up: make(chan struct{})}
 	}
 	s.store = persist.Open(filepath.Join(opts.StateDir, "services"))
 	for _, a := range s.cfg.Adapters {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/bearerkit/connect/config"
 	"github.com/bearerkit/connect/internal/histogram"
@@ -41,6 +42,11 @@ type hostedService struct {
 	data    *services.DataTree
 	pending []serviceplugin.DataUpdate // updates received before data exists
 	failed  string                     // why the plugin could not start
+
+	// up is closed once the plugin's first start has ended, in success or
+	// failure; nil for services that have no first start to wait for
+	// (remote services, tests).
+	up chan struct{}
 
 	persistent []string // top-most persistent data paths (persist.go)
 	dirty      bool     // persistent data changed since the last save
@@ -115,6 +121,32 @@ func (hs *hostedService) current() (serviceBackend, *servicefile.Service, string
 	return hs.plugin, hs.desc, hs.failed
 }
 
+// available is current for a request: while the plugin's first start is
+// under way (a client that connected as the server came up), it waits
+// for that start to end, up to wait or ctx, instead of failing the request
+// with "starting". The reason is "" when the backend is set.
+func (hs *hostedService) available(ctx context.Context, wait time.Duration) (serviceBackend, *servicefile.Service, string) {
+	p, desc, failed := hs.current()
+	if p != nil || failed != "" || hs.up == nil {
+		if p == nil && failed == "" {
+			failed = "it is starting"
+		}
+		return p, desc, failed
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-hs.up:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	p, desc, failed = hs.current()
+	if p == nil && failed == "" {
+		failed = fmt.Sprintf("it is starting (not up after %s)", wait)
+	}
+	return p, desc, failed
+}
+
 // startServices starts every configured service plugin. A service that
 // cannot start is logged and reported as unavailable; the others and the
 // bearers keep serving.
@@ -179,11 +211,16 @@ func (s *Server) startServices(ctx context.Context) <-chan struct{} {
 					p.Close()
 				}
 			}
-			first.Done()
 			if err != nil {
 				hs.mu.Lock()
 				hs.failed = err.Error()
 				hs.mu.Unlock()
+			}
+			if hs.up != nil {
+				close(hs.up)
+			}
+			first.Done()
+			if err != nil {
 				s.log.Error("service unavailable", "service", sc.Name, "error", err)
 				return
 			}
@@ -215,4 +252,13 @@ func (s *Server) Services() []ServiceInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// startWait bounds how long a request waits for a service plugin's first
+// start: the plugin start timeout and the margin Start gives it.
+func (s *Server) startWait() time.Duration {
+	if s.cfg == nil { // unit tests build servers by hand
+		return 5 * time.Second
+	}
+	return s.cfg.Plugins.StartTimeout + 5*time.Second
 }

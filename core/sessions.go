@@ -363,8 +363,8 @@ func (cs *connSessions) handle(payload []byte) {
 	switch m := m.(type) {
 	case *session.ListServices:
 		cs.answer(cs.listServices(m))
-	case *session.Describe:
-		cs.answer(cs.describe(m))
+	case *session.Describe: // may wait for a starting service
+		cs.spawn(m.ID, func() session.Message { return cs.describe(m) })
 	case *session.StartSession:
 		cs.spawn(m.ID, func() session.Message { return cs.startSession(m) })
 	case *session.CloseSession:
@@ -563,11 +563,8 @@ func (cs *connSessions) service(id uint64, name string) (*hostedService, service
 		return nil, nil, session.NewError(id, session.CodeUnknownService,
 			fmt.Sprintf("no service %q on this server (services: %s)", name, cs.s.serviceNames()))
 	}
-	p, _, failed := hs.current()
+	p, _, failed := hs.available(cs.ctx, cs.s.startWait())
 	if p == nil {
-		if failed == "" {
-			failed = "it is starting"
-		}
 		return nil, nil, session.NewError(id, session.CodeUnavailable, fmt.Sprintf("service %s is unavailable: %s", name, failed))
 	}
 	return hs, p, nil
