@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,7 +176,8 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // ---- link breaks ----
 
 // TestResumeLinkBreaks streams method calls and events through a
-// fault-injecting proxy while the link is broken 50 times (TCP resets, and
+// fault-injecting proxy while the link is broken 50 times (CONNECT_RESUME_BREAKS;
+// make soak: 500) (TCP resets, and
 // socket aborts with ss -K where that works) and then black-holed three
 // times for longer than the dead-path window. Every call must succeed once:
 // the service's own list per session (length after each append, digest at
@@ -193,7 +195,15 @@ func TestResumeLinkBreaks(t *testing.T) {
 		t.Logf("ss -K cannot abort sockets here, only resets are used: %v", abortErr)
 	}
 	c := testClient(t, s, p.Addr())
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	breaks := 50 // make soak: CONNECT_RESUME_BREAKS=500
+	if v := os.Getenv("CONNECT_RESUME_BREAKS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			t.Fatalf("CONNECT_RESUME_BREAKS=%q: want a count from 1 to 100000", v)
+		}
+		breaks = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second+time.Duration(breaks)*time.Second)
 	defer cancel()
 
 	const nSessions = 4
@@ -279,7 +289,7 @@ func TestResumeLinkBreaks(t *testing.T) {
 	}
 	start := time.Now()
 	resets, aborts := 0, 0
-	for b := 0; b < 50; b++ {
+	for b := 0; b < breaks; b++ {
 		waitProgress(8, fmt.Sprintf("before break %d", b+1))
 		if abortErr == nil && b%3 == 2 {
 			if out, err := p.Abort(); err != nil {
