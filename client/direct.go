@@ -170,6 +170,10 @@ type LinkStats struct {
 	Calls       uint64 `json:"calls"`
 	Events      uint64 `json:"events"`
 	DataChanges uint64 `json:"dataChanges"`
+	// Rejected counts the datagrams of a tagged datagram link dropped
+	// because their session tag did not verify or they were replays
+	// (docs/PROTOCOL.md §15.1).
+	Rejected uint64 `json:"rejected,omitempty"`
 }
 
 func (st *LinkStats) fill(c *linkCounter) {
@@ -185,6 +189,10 @@ type directState struct {
 	down  map[string]string       // why a link is down, by name
 	notes []string
 	cache map[string][]byte // the latest value of each path received directly
+	// linkKey tags the datagram links (nil: untagged); tags is their
+	// state by link name, across reopenings (unreliable.go).
+	linkKey []byte
+	tags    map[string]*linkTags
 }
 
 // takeAll forgets the open links and returns them, to close.
@@ -230,6 +238,7 @@ func (s *Session) LinkStats() []LinkStats {
 		if c := s.direct.ctrs[l.Name]; c != nil {
 			st.fill(c)
 		}
+		st.Rejected = s.tagRejected(l.Name)
 		out = append(out, st)
 	}
 	return out
@@ -396,7 +405,9 @@ func (s *Session) dial(ctx context.Context, l routing.Link) (*directLink, error)
 	}
 	lk := &link{bc: bc, datagram: info.Capabilities.Has(bearers.Datagram), pending: map[uint64]chan struct{}{}, done: make(chan struct{})}
 	if lk.datagram {
-		lk.wc = wire.NewDatagramConn(bc, wire.MaxDatagramPayload)
+		var limit int
+		lk.bc, limit = s.tagged(l.Name, bc) // unreliable.go
+		lk.wc = wire.NewDatagramConn(lk.bc, limit)
 	} else {
 		lk.wc = wire.NewStreamConn(bc, wire.DefaultMaxPayload)
 	}

@@ -90,6 +90,8 @@ type directRunner struct {
 	sess    map[string]*directSession // sessions the server opened, by id
 	conns   map[*directConn]struct{}  // every link, handshaking or bound
 	stopped bool
+	tags    tagRegistry // tagged datagram links (unreliable.go)
+	tagWarn rateLimit
 }
 
 // directSession is a session whose direct links the provider may accept.
@@ -100,6 +102,8 @@ type directSession struct {
 	doc   *routing.Document
 	table *routing.Table
 	links map[string]*directConn // bound, by link name; guarded by directRunner.mu
+	// tagged: its datagram links carry session tags (unreliable.go).
+	tagged bool
 }
 
 // effective returns the bound link that rt's messages take now, or nil
@@ -195,6 +199,11 @@ func checkListeners(ls []ProviderListener) error {
 // startLinks accepts direct links on every listener until the provider
 // stops; Serve calls it.
 func (p *Provider) startLinks() {
+	for i, l := range p.cfg.Listeners {
+		if l.Bearer.Capabilities.Has(bearers.Datagram) { // session tags (unreliable.go)
+			p.cfg.Listeners[i].Listener = newTagListener(p, l.Listener)
+		}
+	}
 	context.AfterFunc(p.ctx, p.stopLinks)
 	for _, l := range p.cfg.Listeners {
 		if !p.goroutine(func() { p.acceptLinks(l) }) {
@@ -279,6 +288,7 @@ func (p *Provider) addDirectSession(svc *provided, m *session.RemoteOpen) {
 	}
 	ds := &directSession{svc: svc, id: m.Session, token: m.Token, doc: doc, table: routing.NewTable(doc), links: map[string]*directConn{}}
 	d := &p.direct
+	ds.tagged = d.tags.addSession(m.Session, doc, m.LinkKey, p.isDatagramBearer)
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -304,6 +314,7 @@ func (p *Provider) addDirectSession(svc *provided, m *session.RemoteOpen) {
 // dropDirectSession forgets a session and closes its links.
 func (p *Provider) dropDirectSession(id string) {
 	d := &p.direct
+	d.tags.dropSession(id)
 	d.mu.Lock()
 	ds := d.sess[id]
 	delete(d.sess, id)
@@ -399,6 +410,9 @@ func (p *Provider) newDirectConn(bc bearers.Conn, info bearers.Info) *directConn
 		calls: map[uint64]context.CancelCauseFunc{}, wake: make(chan struct{}, 1)}
 	if dc.datagram {
 		dc.limit = wire.MaxDatagramPayload
+		if _, ok := bc.(*roamConn); ok {
+			dc.limit -= session.TagOverhead // unreliable.go
+		}
 		dc.wc = wire.NewDatagramConn(bc, dc.limit)
 	} else {
 		dc.limit = wire.DefaultMaxPayload
@@ -453,8 +467,8 @@ func (dc *directConn) serve() {
 	if dc.ctx.Err() != nil {
 		err = errors.New("the session or the runner closed it")
 	}
-	dc.p.log.Info("direct link closed", "service", dc.ds.svc.name, "session", dc.ds.id, "link", dc.name, "because", err,
-		"messages_in", dc.msgsIn.Load(), "messages_out", dc.msgsOut.Load(), "bytes_in", dc.bytesIn.Load(), "bytes_out", dc.bytesOut.Load())
+	dc.p.log.Info("direct link closed", append([]any{"service", dc.ds.svc.name, "session", dc.ds.id, "link", dc.name, "because", err,
+		"messages_in", dc.msgsIn.Load(), "messages_out", dc.msgsOut.Load(), "bytes_in", dc.bytesIn.Load(), "bytes_out", dc.bytesOut.Load()}, dc.tagStats()...)...)
 }
 
 // handshake waits for the client's LinkOpen and binds the link, or
@@ -523,6 +537,9 @@ func (dc *directConn) bind(lo *session.LinkOpen) error {
 	}
 	if l.Bearer != dc.info.Type {
 		return refuse(fmt.Sprintf("link %q of session %s is opened with %s; this endpoint serves %s", lo.Link, ds.id, l.Bearer, dc.info.Type))
+	}
+	if why := dc.checkTagged(ds, lo); why != "" { // unreliable.go
+		return refuse(why)
 	}
 	if d.stopped {
 		return refuse("the runner is stopping")

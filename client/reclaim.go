@@ -147,6 +147,7 @@ func (c *Client) reclaim(ctx context.Context, cs *clientStream) error {
 			cancel()
 		} else {
 			rr.Session = s
+			s.setLinkKey(secrets[s.ID]) // unreliable.go
 			keep = append(keep, storedSession{ID: s.ID, Service: s.service, Secret: secrets[s.ID]})
 		}
 		results = append(results, rr)

@@ -565,6 +565,7 @@ func (c *Client) StartSession(ctx context.Context, service string) (*Session, er
 			return &Error{Op: op, Code: session.CodeServiceFault, Message: err.Error(), Err: err}
 		}
 		s = newSession(c, sl, st.Session, service, d.desc, st.Routing, doc)
+		s.setLinkKey(st.Secret) // tags of datagram links (unreliable.go)
 		sl.mu.Lock()
 		if sl.err != nil {
 			err := sl.err

@@ -148,6 +148,7 @@ type remoteState struct {
 	tokens    map[string]string // direct-link token by session id, for sessions open or opening
 	parked    serviceBackend    // the backend while the runner's stream has no connection (park)
 	docs      map[string][]byte // routing document by session id, as tokens (direct.go)
+	keys      map[string][]byte // link key by session id, as tokens (unreliable.go)
 }
 
 func (hs *hostedService) remoteInfo() *RemoteInfo {
@@ -179,6 +180,7 @@ func (rs *remoteState) dropToken(id string) {
 	rs.mu.Lock()
 	delete(rs.tokens, id)
 	delete(rs.docs, id)
+	delete(rs.keys, id)
 	rs.mu.Unlock()
 }
 
@@ -634,6 +636,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 		if !slices.ContainsFunc(infos, func(in serviceplugin.SessionInfo) bool { return in.ID == id }) {
 			delete(rs.tokens, id)
 			delete(rs.docs, id)
+			delete(rs.keys, id)
 		}
 	}
 	rs.mu.Unlock()
@@ -651,7 +654,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
 			defer cancel()
-			token, doc := rs.token(in.ID), rs.doc(in.ID)
+			token, doc, key := rs.token(in.ID), rs.doc(in.ID), rs.linkKey(in.ID)
 			err := b.OpenSession(ctx, in)
 			var le *errLinkEnded
 			switch {
@@ -664,6 +667,7 @@ func (cs *connSessions) reopen(hs *hostedService, b *remoteBackend) []string {
 				rs.mu.Lock()
 				if token != "" {
 					rs.tokens[in.ID], rs.docs[in.ID] = token, doc
+					rs.putKey(in.ID, key)
 				}
 				rs.mu.Unlock()
 			default:
@@ -859,9 +863,9 @@ func (b *remoteBackend) Call(ctx context.Context, sessionID, method string, args
 
 func (b *remoteBackend) OpenSession(ctx context.Context, in serviceplugin.SessionInfo) error {
 	name := b.hs.cfg.Name
-	token, doc := b.hs.remote.token(in.ID), b.hs.remote.doc(in.ID)
+	token, doc, key := b.hs.remote.token(in.ID), b.hs.remote.doc(in.ID), b.hs.remote.linkKey(in.ID)
 	r, id, err := b.rl.request(ctx, func(id uint64) session.Message {
-		return &session.RemoteOpen{ID: id, Service: name, Session: in.ID, Client: in.ClientID, Token: token, Routing: doc}
+		return &session.RemoteOpen{ID: id, Service: name, Session: in.ID, Client: in.ClientID, Token: token, Routing: doc, LinkKey: key}
 	})
 	switch r := r.(type) {
 	case nil:

@@ -648,10 +648,17 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	}()
 
 	id := uuid.NewString()
+	var secret []byte
+	if cs.stream != nil {
+		// Only a session on a resume stream outlives its connection, so
+		// only it can be reclaimed after a client restart.
+		secret = newSecret()
+	}
 	doc, d, e := cs.sessionRouting(m, hs, id) // remote.go
 	if e != nil {
 		return e
 	}
+	hs.setLinkKey(id, secret) // unreliable.go: before the runner's RemoteOpen
 	ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
 	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.clientID.String()})
 	cancel()
@@ -662,12 +669,6 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 			code, msg = session.CodeRefused, fmt.Sprintf("service %s refused the session: %s", hs.cfg.Name, se.Message)
 		}
 		return session.NewError(m.ID, code, msg)
-	}
-	var secret []byte
-	if cs.stream != nil {
-		// Only a session on a resume stream outlives its connection, so
-		// only it can be reclaimed after a client restart.
-		secret = newSecret()
 	}
 	if cs.addSession(hs, id, secret, newSessionRoutes(d)) == nil {
 		p.CloseSession(id, sessionClosedOnClose)

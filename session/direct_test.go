@@ -24,6 +24,8 @@ func directSamples() []struct {
 		{"start-session-direct-no-adapters", &StartSession{ID: 3, Service: "example.echo", Direct: true}},
 		{"remote-open-routing", &RemoteOpen{ID: 13, Service: "example.echo", Session: sid, Client: "1e9699ae-33d3-44db-a95a-6346e03625ef",
 			Token: "q8Vt3kZ0pL2xY7wN", Routing: []byte(`<routing session="s" service="example.echo"><link name="server" kind="server"/></routing>`)}},
+		{"remote-open-link-key", &RemoteOpen{ID: 13, Service: "example.echo", Session: sid, Token: "q8Vt3kZ0pL2xY7wN",
+			LinkKey: bytes.Repeat([]byte{0xab}, LinkKeySize)}},
 		{"link-open", &LinkOpen{ID: 1, Session: sid, Link: "reliable:connect.bearer.tcp", Token: "q8Vt3kZ0pL2xY7wN"}},
 		{"links-down", &LinksDown{ID: 2, Session: sid, Links: []string{"unreliable", "secure"}}},
 		{"links-down-none", &LinksDown{ID: 3, Session: sid}},

@@ -127,6 +127,11 @@ type RemoteOpen struct {
 	// (docs/REMOTE.md, "Direct links"). Empty when the service was
 	// provided by an older server.
 	Routing []byte // tag 6, ≤ MaxDocument
+	// LinkKey is the session's link key (DeriveLinkKey of its secret,
+	// LinkKeySize bytes): the runner checks with it the session tags of
+	// the session's datagram links (docs/PROTOCOL.md §15.1). Empty when
+	// the session has no secret: its datagram links carry no tags.
+	LinkKey []byte // tag 7
 }
 
 // RemoteCall calls a method of one of the runner's services. Answer:
@@ -184,7 +189,7 @@ type RemoteSessionLost struct {
 var (
 	namesProvide     = []string{1: "id", 2: "service", 3: "xml", 4: "endpoint"}
 	namesEndpoint    = []string{1: "address", 2: "bearer", 3: "capabilities"}
-	namesRemoteOpen  = []string{1: "id", 2: "service", 3: "session", 4: "client", 5: "token", 6: "routing"}
+	namesRemoteOpen  = []string{1: "id", 2: "service", 3: "session", 4: "client", 5: "token", 6: "routing", 7: "link_key"}
 	namesRemoteCall  = []string{1: "id", 2: "service", 3: "session", 4: "method", 5: "timeout_ns", 6: "args"}
 	namesRemoteClose = []string{1: "service", 2: "session", 3: "reason"}
 	namesSvcEvent    = []string{1: "service", 2: "session", 3: "name", 4: "args"}
@@ -298,7 +303,8 @@ func (*RemoteOpen) Kind() Kind                { return KindRemoteOpen }
 func (m *RemoteOpen) RunnerRequestID() uint64 { return m.ID }
 func (m *RemoteOpen) appendFields(dst []byte) []byte {
 	dst = appendString(appendString(appendUint(dst, 1, m.ID), 2, m.Service), 3, m.Session)
-	return appendBytes(appendString(appendString(dst, 4, m.Client), 5, m.Token), 6, m.Routing)
+	dst = appendBytes(appendString(appendString(dst, 4, m.Client), 5, m.Token), 6, m.Routing)
+	return appendBytes(dst, 7, m.LinkKey)
 }
 func (m *RemoteOpen) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -314,13 +320,16 @@ func (m *RemoteOpen) field(f wire.Field) (bool, error) {
 		return true, text(f, MaxToken, &m.Token)
 	case 6:
 		return true, blob(f, MaxDocument, &m.Routing)
+	case 7:
+		return true, blob(f, LinkKeySize, &m.LinkKey)
 	}
 	return false, nil
 }
 func (m *RemoteOpen) check() (uint64, error) {
 	return first(tagCheck{1, required(m.ID)}, tagCheck{2, checkRequired(m.Service, MaxServiceName)},
 		tagCheck{3, checkRequired(m.Session, MaxSessionID)}, tagCheck{4, checkText(m.Client, MaxClientID)},
-		tagCheck{5, checkText(m.Token, MaxToken)}, tagCheck{6, checkBlob(m.Routing, MaxDocument)})
+		tagCheck{5, checkText(m.Token, MaxToken)}, tagCheck{6, checkBlob(m.Routing, MaxDocument)},
+		tagCheck{7, checkSecret(m.LinkKey, false)})
 }
 func (*RemoteOpen) repeated(uint64) bool        { return false }
 func (*RemoteOpen) fieldName(tag uint64) string { return name(namesRemoteOpen, tag) }

@@ -152,6 +152,8 @@ func TestRemoteEncodeErrors(t *testing.T) {
 			"session: encode ProvideService field endpoint: field too large: 65 endpoints, limit 64"},
 		{&RemoteOpen{ID: 1, Service: "a", Session: "s", Client: strings.Repeat("c", MaxClientID+1)},
 			"session: encode RemoteOpen field client: field too large: 65 bytes, limit 64"},
+		{&RemoteOpen{ID: 1, Service: "a", Session: "s", LinkKey: []byte{1, 2, 3}},
+			"session: encode RemoteOpen field link_key: malformed: secret of 3 bytes, want 32"},
 		{&RemoteCall{ID: 1, Service: "a", Method: "m", Timeout: -time.Second}, "session: encode RemoteCall field timeout_ns: malformed: negative timeout -1s"},
 		{&RemoteClose{Service: "a"}, "session: encode RemoteClose field session: required field missing or zero"},
 		{&RemoteCancel{}, "session: encode RemoteCancel field target: required field missing or zero"},

@@ -152,11 +152,13 @@ func (d *deadline) wait() <-chan struct{} {
 	return d.ch
 }
 
-// stop releases the timer.
+// stop releases the timer. A later set works as on a fresh deadline (it
+// must not wait for a timer that was stopped and will never close ch).
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.timer != nil {
 		d.timer.Stop()
+		d.timer = nil
 	}
 }
