@@ -27,6 +27,8 @@ FUZZ_TARGETS := \
 	./resume:FuzzAccept \
 	./internal/persist:FuzzDecode \
 	./session:FuzzDecode \
+	./session:FuzzTaggedDatagram \
+	./client:FuzzTaggedIntake \
 	./client:FuzzLinkHandshake \
 	./services/serviceplugin:FuzzPathType \
 	./routing:FuzzParse \
