@@ -102,6 +102,15 @@ type Config struct {
 	// interval and dead-path window the server announces in its Welcome,
 	// and RetryMin and RetryMax above. Its Logger defaults to Logger.
 	Resume *resume.Config
+	// MaxControlConnectionRestarts bounds how many times in a row the
+	// client recreates its control connection (the connection carrying
+	// its resume stream) after losing it — a dead-path verdict, a break —
+	// without the stream attaching again, counting one restart per
+	// dead-path window; a successful attach starts the count afresh. Past
+	// it the client gives up: the state becomes Closed with a
+	// *RestartLimitError (control.go). 0 means 10 (the default);
+	// negative, no limit.
+	MaxControlConnectionRestarts int
 	// NoResume carries the session layer directly on each connection, as
 	// over a datagram bearer: sessions end with their connection.
 	NoResume bool

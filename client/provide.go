@@ -95,6 +95,11 @@ type ProviderConfig struct {
 	// services' sessions (provide_direct.go); the provider owns them and
 	// closes them when it closes.
 	Listeners []ProviderListener
+	// Relay, if set, makes a provider without listening sockets: the
+	// server relays its direct links through its secondary endpoint and
+	// asks for a connection over the control connection for each one
+	// (provide_relay.go). Listeners must then be empty.
+	Relay *ProviderRelay
 	// OnProvided, if set, is called after the server answered a
 	// ProvideService, on every connection: err is nil when it accepted the
 	// service, the *Error it answered otherwise. It must not block.
@@ -128,6 +133,8 @@ type Provider struct {
 	wake     chan struct{}
 
 	direct directRunner // direct links (provide_direct.go)
+
+	serverHost string // the server's host, for connection requests (provide_relay.go)
 }
 
 // provided is one service of a Provider: its runtime data, kept to send
@@ -155,6 +162,9 @@ func NewProvider(cfg ProviderConfig) (*Provider, error) {
 	}
 	if err := checkListeners(cfg.Listeners); err != nil {
 		return nil, err
+	}
+	if cfg.Relay != nil && len(cfg.Listeners) > 0 {
+		return nil, errNoRelay
 	}
 	p := &Provider{cfg: cfg, log: cfg.Logger, svcs: map[string]*provided{}, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if p.log == nil {
@@ -223,6 +233,7 @@ func (p *Provider) Serve(c *Client) error {
 	c.wg.Add(1) // Client.Close waits for the provider too
 	c.mu.Unlock()
 	p.ctx, p.cancel = context.WithCancel(c.ctx)
+	p.serverHost = c.cfg.Server.Host
 	p.running = true
 	go func() {
 		defer c.wg.Done()
@@ -537,7 +548,7 @@ func (pl *provLink) provide(svc *provided) error {
 	defer cancel()
 	op := "provide service " + svc.name
 	r, err := pl.sl.roundTrip(ctx, op, func(id uint64) session.Message {
-		return &session.ProvideService{ID: id, Service: svc.name, XML: svc.xml, Endpoints: svc.endpoints}
+		return &session.ProvideService{ID: id, Service: svc.name, XML: svc.xml, Endpoints: svc.endpoints, Relay: pl.p.cfg.Relay != nil}
 	}, nil)
 	if err != nil {
 		return err
@@ -658,6 +669,8 @@ func (pl *provLink) handle(m session.Message) bool {
 			id = m.ID
 		case *session.RemoteCall:
 			id = m.ID
+		case *session.ConnectRequest:
+			id = m.ID
 		case *session.RemoteClose, *session.RemoteCancel:
 		default:
 			return false
@@ -740,6 +753,8 @@ func (pl *provLink) handle(m session.Message) bool {
 			pl.p.dropDirectSession(m.Session)
 			svc.h.CloseSession(m.Session, m.Reason)
 		}
+	case *session.ConnectRequest:
+		pl.connectRequest(m) // provide_relay.go
 	case *session.RemoteCancel:
 		pl.mu.Lock()
 		cancel := pl.calls[m.Target]

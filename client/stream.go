@@ -110,10 +110,14 @@ func (c *Client) openStream(ctx context.Context, l *link) (*clientStream, error)
 		return nil, err
 	}
 	first := l
+	guard := c.newRestartGuard(cfg) // control.go
 	dial := func(dctx context.Context) (wire.Conn, error) {
 		if l := first; l != nil {
 			first = nil // Open's call, before the stream's redial loop starts
 			return c.streamConn(l), nil
+		}
+		if err := guard.restart(); err != nil {
+			return nil, err
 		}
 		return c.redial(dctx)
 	}
@@ -123,6 +127,7 @@ func (c *Client) openStream(ctx context.Context, l *link) (*clientStream, error)
 		return nil, fmt.Errorf("opening the resume stream: %w", err)
 	}
 	cs := &clientStream{st: st, done: make(chan struct{})}
+	guard.st.Store(st)
 	cs.sl = newSessLink(st.Send, true, cfg.MaxMessage, c.log)
 	c.mu.Lock()
 	c.link = l
@@ -207,7 +212,8 @@ func (c *Client) runStreams(cs *clientStream) {
 			return
 		}
 		var rej *RejectError
-		if errors.Is(err, ErrReplaced) || errors.As(err, &rej) && !rej.Retryable {
+		var rle *RestartLimitError
+		if errors.Is(err, ErrReplaced) || errors.As(err, &rej) && !rej.Retryable || errors.As(err, &rle) {
 			c.log.Error("the stream to the server ended; not reconnecting", "error", err)
 			c.setState(Closed, err)
 			return

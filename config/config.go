@@ -37,6 +37,13 @@ const (
 	DefaultLinger              = 10 * time.Minute
 	DefaultPingFrequency       = 5 * time.Second
 	DefaultPingWindowFactor    = 2
+	// DefaultMaxRetries bounds socket creation and port discovery
+	// attempts (<resume maxRetries>, runner and client --maxRetries).
+	DefaultMaxRetries = 10
+	// DefaultMaxControlConnectionRestarts bounds how many times in a row
+	// a client or runner recreates its control connection without
+	// attaching (--maxControlConnectionRestarts).
+	DefaultMaxControlConnectionRestarts = 10
 )
 
 // Bounds of the <resume> settings.
@@ -45,6 +52,8 @@ const (
 	MaxPingFrequency    = time.Hour
 	MinPingWindowFactor = 2
 	MaxPingWindowFactor = 100
+	// MaxRetriesLimit bounds maxRetries and maxControlConnectionRestarts.
+	MaxRetriesLimit = 1000
 )
 
 // MaxFileSize is the largest configuration file Load and Parse accept.
@@ -225,6 +234,19 @@ type Resume struct {
 	// × PingFrequency declares the path dead and resumes on a new
 	// connection.
 	PingWindowFactor int
+	// SecondaryBindPort is the TCP port of the server's secondary
+	// endpoint, where runners that do not listen connect when the server
+	// asks them over their control connection, and where clients open
+	// the direct links relayed to such runners (docs/REMOTE.md, "Runners
+	// that do not listen"). 0: an ephemeral port.
+	SecondaryBindPort int
+	// SecondaryConnectPort is the port runners and clients are told to
+	// dial for the secondary endpoint, for a server behind address
+	// translation; 0: the bound port.
+	SecondaryConnectPort int
+	// MaxRetries bounds the attempts to create the secondary endpoint's
+	// socket (binding its port) before the server gives up.
+	MaxRetries int
 }
 
 // PingWindow is PingWindowFactor × PingFrequency.

@@ -48,7 +48,7 @@ func TestDefault(t *testing.T) {
 		Log:                 Log{Level: "info", Format: "text"},
 		RegistrationTimeout: 10 * time.Second,
 		Plugins:             Plugins{StartTimeout: 10 * time.Second, RestartBackoffMin: 100 * time.Millisecond, RestartBackoffMax: 30 * time.Second},
-		Resume:              Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2},
+		Resume:              Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2, MaxRetries: 10},
 		Adapters: []Adapter{
 			{Name: "tcp", Type: "connect.bearer.tcp", Address: ep("tcp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 14},
 			{Name: "udp", Type: "connect.bearer.udp", Address: ep("udp://127.0.0.1:9500"), Attributes: bearers.Attributes{}, Line: 15},
@@ -121,7 +121,7 @@ func TestExample(t *testing.T) {
 	if s.Plugins != (Plugins{StartTimeout: 10 * time.Second, RestartBackoffMin: 100 * time.Millisecond, RestartBackoffMax: 30 * time.Second}) {
 		t.Errorf("Plugins = %+v", s.Plugins)
 	}
-	if s.Resume != (Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2}) {
+	if s.Resume != (Resume{Linger: 10 * time.Minute, PingFrequency: 5 * time.Second, PingWindowFactor: 2, MaxRetries: 10}) {
 		t.Errorf("Resume = %+v", s.Resume)
 	}
 	wantAdapters := []Adapter{
@@ -156,7 +156,7 @@ func TestMinimalDefaults(t *testing.T) {
 	if s.HTTPAddr != DefaultHTTPAddr || s.StateDir != "" || s.Log.Level != "info" || s.Log.Format != "text" ||
 		s.RegistrationTimeout != DefaultRegistrationTimeout || s.Plugins.StartTimeout != DefaultPluginStartTimeout ||
 		s.Plugins.RestartBackoffMin != DefaultRestartBackoffMin || s.Plugins.RestartBackoffMax != DefaultRestartBackoffMax ||
-		s.Resume != (Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor}) {
+		s.Resume != (Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor, MaxRetries: DefaultMaxRetries}) {
 		t.Errorf("defaults not applied: %+v", s)
 	}
 	if w := s.Resume.PingWindow(); w != 10*time.Second {
@@ -296,7 +296,7 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: resume attribute "pingFrequency": "5ms" is not an integer from 10 to 3600000`,
 			`c.xml:3: resume attribute "pingWindowFactor": "1.5" is not an integer from 2 to 100`}},
 		{"resume unknown attribute", "<connectserver>\n<resume pingInterval=\"5000\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: resume attribute "pingInterval" unknown (known: linger, pingFrequency, pingWindowFactor)`}},
+			`c.xml:2: resume attribute "pingInterval" unknown (known: linger, pingFrequency, pingWindowFactor, secondaryBindPort, secondaryConnectPort, maxRetries)`}},
 		{"singleton twice", "<connectserver>\n<log/>\n<log/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: log given twice (first at line 2); only one is allowed`}},
 		{"diagnostics", "<connectserver>\n<diagnostics enabled=\"no\"\n dashboard=\"public\" x=\"1\"/>\n" + adapterTCP + "\n</connectserver>", []string{

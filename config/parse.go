@@ -218,7 +218,7 @@ func (p *parser) server(rn *node) *Server {
 			RestartBackoffMin: DefaultRestartBackoffMin,
 			RestartBackoffMax: DefaultRestartBackoffMax,
 		},
-		Resume:      Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor},
+		Resume:      Resume{Linger: DefaultLinger, PingFrequency: DefaultPingFrequency, PingWindowFactor: DefaultPingWindowFactor, MaxRetries: DefaultMaxRetries},
 		Diagnostics: Diagnostics{Enabled: true, Dashboard: DashboardLoopback},
 	}
 	p.attrs(rn)
@@ -255,13 +255,22 @@ func (p *parser) server(rn *node) *Server {
 					n.path, s.Plugins.RestartBackoffMin, s.Plugins.RestartBackoffMax)
 			}
 		case "resume":
-			p.leaf(n, "linger", "pingFrequency", "pingWindowFactor")
+			p.leaf(n, "linger", "pingFrequency", "pingWindowFactor", "secondaryBindPort", "secondaryConnectPort", "maxRetries")
 			s.Resume.Linger = p.duration(n, "linger", DefaultLinger)
 			if ms, ok := p.integer(n, "pingFrequency", MinPingFrequency.Milliseconds(), MaxPingFrequency.Milliseconds()); ok {
 				s.Resume.PingFrequency = time.Duration(ms) * time.Millisecond
 			}
 			if f, ok := p.integer(n, "pingWindowFactor", MinPingWindowFactor, MaxPingWindowFactor); ok {
 				s.Resume.PingWindowFactor = int(f)
+			}
+			if v, ok := p.integer(n, "secondaryBindPort", 0, 65535); ok {
+				s.Resume.SecondaryBindPort = int(v)
+			}
+			if v, ok := p.integer(n, "secondaryConnectPort", 0, 65535); ok {
+				s.Resume.SecondaryConnectPort = int(v)
+			}
+			if v, ok := p.integer(n, "maxRetries", 1, MaxRetriesLimit); ok {
+				s.Resume.MaxRetries = int(v)
 			}
 		case "connectionAdapter":
 			if a := p.adapter(n); a != nil {

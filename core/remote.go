@@ -134,6 +134,9 @@ type RemoteInfo struct {
 	Since time.Time `json:"since"`
 	// Endpoints are where the runner accepts direct links.
 	Endpoints []string `json:"endpoints,omitempty"`
+	// Relay: the runner does not listen; its direct links go through the
+	// server's secondary endpoint (relay.go).
+	Relay bool `json:"relay,omitempty"`
 }
 
 // remoteState is what the server keeps of a remote service across its
@@ -145,6 +148,7 @@ type remoteState struct {
 	info      RemoteInfo
 	xml       []byte
 	endpoints []session.RunnerEndpoint
+	relay     bool              // the runner does not listen: its links go through the secondary endpoint (relay.go)
 	tokens    map[string]string // direct-link token by session id, for sessions open or opening
 	parked    serviceBackend    // the backend while the runner's stream has no connection (park)
 	docs      map[string][]byte // routing document by session id, as tokens (direct.go)
@@ -565,7 +569,7 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 	rs.gen++
 	gen := rs.gen
 	changed := rs.xml != nil && !bytes.Equal(rs.xml, m.XML)
-	rs.xml, rs.endpoints = m.XML, m.Endpoints
+	rs.xml, rs.endpoints, rs.relay = m.XML, m.Endpoints, m.Relay
 	rs.mu.Unlock()
 	if old != nil {
 		old.remove(name) // the same runner's older connection, replaced
@@ -600,7 +604,7 @@ func (cs *connSessions) provide(m *session.ProvideService) session.Message {
 		rs.mu.Unlock()
 		return fail(session.CodeCanceled, "the connection ended while the service was being provided")
 	}
-	rs.info = RemoteInfo{Connected: true, Runner: rl.who, ClientID: cs.clientID.String(), Since: now, Endpoints: addrs}
+	rs.info = RemoteInfo{Connected: true, Runner: rl.who, ClientID: cs.clientID.String(), Since: now, Endpoints: addrs, Relay: m.Relay}
 	rs.info.ClientName, rs.info.Adapter = cs.tr.peer()
 	if c := cs.conn(); c != nil {
 		rs.info.Bearer, rs.info.Address = c.adapter.cfg.Type, c.bc.RemoteAddr().String()
@@ -760,7 +764,7 @@ func (cs *connSessions) sessionRouting(m *session.StartSession, hs *hostedServic
 	rs := hs.remote
 	_, desc, failed := hs.current()
 	rs.mu.Lock()
-	rl, endpoints := rs.runner, rs.endpoints
+	rl, endpoints, relay := rs.runner, rs.endpoints, rs.relay
 	rs.mu.Unlock()
 	if rl == nil || desc == nil {
 		return nil, nil, session.NewError(reqID, session.CodeUnavailable, fmt.Sprintf("service %s is unavailable: %s", hs.cfg.Name, failed))
@@ -769,8 +773,12 @@ func (cs *connSessions) sessionRouting(m *session.StartSession, hs *hostedServic
 	if err != nil {
 		return nil, nil, session.NewError(reqID, session.CodeInternal, "cannot make a session token: "+err.Error())
 	}
+	runner := runnerSituation(rl.cs.bearerType(), endpoints)
+	if relay { // relay.go: the runner's links are the secondary endpoint's
+		runner = relayRunner(desc, cs.s.relayEndpoint(cs))
+	}
 	d, err := routing.Resolve(desc, routing.Situation{Session: id, Token: token,
-		Runner: runnerSituation(rl.cs.bearerType(), endpoints), Client: clientSituation(m)})
+		Runner: runner, Client: clientSituation(m)})
 	if err != nil {
 		var re *routing.ResolveError
 		if errors.As(err, &re) { // one, or several joined

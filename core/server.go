@@ -94,6 +94,7 @@ type Server struct {
 	closeErr error
 
 	remote remoteRegistry // the services runners provide (remote.go)
+	relay  relayState     // the secondary endpoint (relay.go)
 }
 
 type adapter struct {
@@ -188,6 +189,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.startHTTP(); err != nil {
 		s.cancel()
+		return err
+	}
+	if err := s.startRelay(); err != nil { // relay.go
+		s.Close()
 		return err
 	}
 	for _, a := range s.adapters {

@@ -154,5 +154,5 @@ func newDirectMessage(k Kind) Message {
 	case KindLinksDown:
 		return &LinksDown{}
 	}
-	return nil
+	return newRelayMessage(k)
 }

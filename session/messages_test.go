@@ -73,7 +73,7 @@ func samples() []struct {
 			{Session: "3", Status: ReclaimDenied},
 			{Session: "4", Status: 77},
 		}}},
-	}, append(remoteSamples(), directSamples()...)...)
+	}, append(append(remoteSamples(), directSamples()...), relaySamples()...)...)
 }
 
 // normalize maps empty slices to nil, as a decoder returns them.
@@ -286,6 +286,7 @@ func seedCorpus() map[string][]byte {
 	seeds["bad-entry"] = append([]byte{byte(KindServiceList)}, append(id, 2, 3, 4, 1, 2)...)
 	maps.Copy(seeds, remoteBadSeeds())
 	maps.Copy(seeds, directBadSeeds())
+	maps.Copy(seeds, relayBadSeeds())
 	return seeds
 }
 

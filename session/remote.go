@@ -99,6 +99,10 @@ type ProvideService struct {
 	// Endpoints are the addresses where the runner accepts direct links,
 	// for routing documents.
 	Endpoints []RunnerEndpoint // tag 4, repeated (each a nested TLV), at most MaxEndpoints
+	// Relay says that the runner does not listen: the server announces
+	// its secondary endpoint for the runner's direct links and obtains
+	// connections to the runner with ConnectRequest (relay.go).
+	Relay bool // tag 5
 }
 
 // RunnerEndpoint is one address where a runner accepts direct links. It is
@@ -187,7 +191,7 @@ type RemoteSessionLost struct {
 }
 
 var (
-	namesProvide     = []string{1: "id", 2: "service", 3: "xml", 4: "endpoint"}
+	namesProvide     = []string{1: "id", 2: "service", 3: "xml", 4: "endpoint", 5: "relay"}
 	namesEndpoint    = []string{1: "address", 2: "bearer", 3: "capabilities"}
 	namesRemoteOpen  = []string{1: "id", 2: "service", 3: "session", 4: "client", 5: "token", 6: "routing", 7: "link_key"}
 	namesRemoteCall  = []string{1: "id", 2: "service", 3: "session", 4: "method", 5: "timeout_ns", 6: "args"}
@@ -207,7 +211,7 @@ func (m *ProvideService) appendFields(dst []byte) []byte {
 		entry = m.Endpoints[i].appendFields(entry[:0])
 		dst = wire.AppendBytesField(dst, 4, entry)
 	}
-	return dst
+	return appendBool(dst, 5, m.Relay)
 }
 func (m *ProvideService) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -227,6 +231,10 @@ func (m *ProvideService) field(f wire.Field) (bool, error) {
 		}
 		m.Endpoints = append(m.Endpoints, e)
 		return true, nil
+	case 5:
+		v, err := f.Bool()
+		m.Relay = v
+		return true, err
 	}
 	return false, nil
 }

@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,77 @@ func TestRemoteEncodeErrors(t *testing.T) {
 		_, err := Encode(c.m)
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%#v:\n got %v\nwant %s", c.m, err, c.want)
+		}
+	}
+}
+
+// relaySamples are samples() of the connection-request kinds (relay.go).
+func relaySamples() []struct {
+	name string
+	m    Message
+} {
+	tok := bytes.Repeat([]byte{0x5a}, ConnectTokenSize)
+	return []struct {
+		name string
+		m    Message
+	}{
+		{"provide-service-relay", &ProvideService{ID: 17, Service: "example.echo", XML: []byte("<service/>"), Relay: true}},
+		{"connect-request", &ConnectRequest{ID: 18, Token: tok, Port: 9600, Host: "connect.example.net", Session: sid, Link: "reliable"}},
+		{"connect-request-minimal", &ConnectRequest{ID: 19, Token: tok, Port: 1}},
+		{"connect-attach", &ConnectAttach{ID: 18, Token: tok}},
+	}
+}
+
+// relayBadSeeds are broken connection-request messages for the corpus.
+func relayBadSeeds() map[string][]byte {
+	id := wire.AppendUint64Field(nil, 1, 7)
+	return map[string][]byte{
+		"bad-connect-request-port": append(append(append([]byte{byte(KindConnectRequest)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 16))...), wire.AppendUint64Field(nil, 3, 70000)...),
+		"bad-connect-attach-token": append(append([]byte{byte(KindConnectAttach)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 15))...),
+	}
+}
+
+// TestRelayMessages round-trips the connection-request messages and lists
+// their decode failures with their exact messages.
+func TestRelayMessages(t *testing.T) {
+	for _, s := range relaySamples() {
+		b, err := Encode(s.m)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if !reflect.DeepEqual(got, normalize(s.m)) {
+			t.Errorf("%s: round trip gives %#v, want %#v", s.name, got, s.m)
+		}
+	}
+	if k := KindConnectRequest; !k.IsRunnerRequest() || k.String() != "ConnectRequest" {
+		t.Errorf("ConnectRequest kind %v", k)
+	}
+	if k := KindConnectAttach; !k.IsRequest() || k.String() != "ConnectAttach" {
+		t.Errorf("ConnectAttach kind %v", k)
+	}
+	msg := func(k Kind, fields ...[]byte) []byte { return append([]byte{byte(k)}, bytes.Join(fields, nil)...) }
+	id := wire.AppendUint64Field(nil, 1, 7)
+	tok := wire.AppendBytesField(nil, 2, make([]byte, 16))
+	cases := []struct {
+		name, want string
+		in         []byte
+		is         error
+	}{
+		{"request-no-port", "session: decode ConnectRequest field port at offset 22: required field missing or zero", msg(KindConnectRequest, id, tok), ErrMissingField},
+		{"request-port-too-large", "session: decode ConnectRequest field port at offset 27: malformed: port 65536", msg(KindConnectRequest, id, tok, wire.AppendUint64Field(nil, 3, 65536)), ErrMalformed},
+		{"request-short-token", "session: decode ConnectRequest field token at offset 17: malformed: token of 8 bytes, want 16", msg(KindConnectRequest, id, wire.AppendBytesField(nil, 2, make([]byte, 8)), wire.AppendUint64Field(nil, 3, 1)), ErrMalformed},
+		{"request-long-token", "session: decode ConnectRequest field token at offset 4: field too large: 17 bytes, limit 16", msg(KindConnectRequest, id, wire.AppendBytesField(nil, 2, make([]byte, 17))), ErrFieldTooLarge},
+		{"attach-no-token", "session: decode ConnectAttach field token at offset 4: required field missing or zero", msg(KindConnectAttach, id), ErrMissingField},
+		{"provide-relay-not-bool", "session: decode ProvideService field relay at offset", msg(KindProvideService, id, wire.AppendStringField(nil, 2, "s"), wire.AppendBytesField(nil, 3, []byte("x")), wire.AppendStringField(nil, 5, "yes")), ErrMalformed},
+	}
+	for _, c := range cases {
+		_, err := Decode(c.in)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || !errors.Is(err, c.is) {
+			t.Errorf("%s:\n got %v\nwant %s (%v)", c.name, err, c.want, c.is)
 		}
 	}
 }

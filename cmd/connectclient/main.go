@@ -203,12 +203,17 @@ func dial(ctx context.Context, o *options, stderr io.Writer) (c *client.Client, 
 		closeBearer()
 		return nil, ep, id, nil, err
 	}
+	restarts, err := o.conn.ControlRestarts()
+	if err != nil {
+		closeBearer()
+		return nil, ep, id, nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	c, err = client.Dial(dctx, client.Config{
 		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name, LinkBearers: links,
 		RegistrationTimeout: min(o.timeout, o.regTimeout), Logger: logger, StateFile: o.sessionFile,
-		OnState: func(s client.State, err error) {
+		MaxControlConnectionRestarts: restarts, OnState: func(s client.State, err error) {
 			if err != nil {
 				logger.Info("state", "state", s.String(), "because", err)
 			} else {

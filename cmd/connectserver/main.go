@@ -6,6 +6,7 @@
 //	connectserver [--config FILE] [--listen URL]... [--http ADDR|off] [--state-dir DIR]
 //	              [--token TOKEN]... [--log-level L] [--log-format text|json]
 //	              [--linger D] [--pingFrequency MS] [--pingWindowFactor N]
+//	              [--secondaryBindPort PORT] [--secondaryConnectPort PORT] [--maxRetries N]
 //	connectserver check --config FILE
 //	connectserver version
 package main
@@ -77,6 +78,7 @@ func serve(args []string, stderr io.Writer) error {
 	linger := fs.Duration("linger", 0, "how long a client's sessions outlive its connection (`D`, default from <resume linger>, 10m)")
 	pingFrequency := fs.Int("pingFrequency", 0, "keepalive interval in milliseconds (`MS`, default from <resume pingFrequency>, 5000)")
 	pingWindowFactor := fs.Int("pingWindowFactor", 0, "declare a path dead after `N` ping intervals without traffic (default from <resume pingWindowFactor>, 2)")
+	control := registerControlFlags(fs) // control.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n  connectserver [flags]\n  connectserver check --config FILE\n  connectserver version\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -117,6 +119,9 @@ func serve(args []string, stderr io.Writer) error {
 		cfg.Log.Format = *logFormat
 	}
 	if err := applyResumeFlags(fs, cfg, *linger, *pingFrequency, *pingWindowFactor); err != nil {
+		return err
+	}
+	if err := control.apply(fs, cfg); err != nil {
 		return err
 	}
 	logger, err := cli.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)

@@ -23,11 +23,11 @@ func TestResumeFlags(t *testing.T) {
 		return cfg, applyResumeFlags(fs, cfg, *linger, *freq, *factor)
 	}
 	cfg, err := parse()
-	if err != nil || cfg.Resume != (config.Resume{Linger: config.DefaultLinger, PingFrequency: config.DefaultPingFrequency, PingWindowFactor: config.DefaultPingWindowFactor}) {
+	if err != nil || cfg.Resume != (config.Resume{Linger: config.DefaultLinger, PingFrequency: config.DefaultPingFrequency, PingWindowFactor: config.DefaultPingWindowFactor, MaxRetries: config.DefaultMaxRetries}) {
 		t.Fatalf("no flags: %+v, %v", cfg.Resume, err)
 	}
 	cfg, err = parse("--linger", "90s", "--pingFrequency", "250", "--pingWindowFactor", "4")
-	if err != nil || cfg.Resume != (config.Resume{Linger: 90 * time.Second, PingFrequency: 250 * time.Millisecond, PingWindowFactor: 4}) {
+	if err != nil || cfg.Resume != (config.Resume{Linger: 90 * time.Second, PingFrequency: 250 * time.Millisecond, PingWindowFactor: 4, MaxRetries: config.DefaultMaxRetries}) {
 		t.Fatalf("flags: %+v, %v", cfg.Resume, err)
 	}
 	for _, bad := range [][]string{{"--linger", "0s"}, {"--pingFrequency", "5"}, {"--pingWindowFactor", "1"}} {

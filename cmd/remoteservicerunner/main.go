@@ -6,7 +6,8 @@
 // away it keeps retrying, and offers its services again once it is back.
 //
 //	remoteservicerunner --server URL (--service FILE.xml --plugin PATH)...
-//	                    [--listen URL]... [--token TOKEN | --token-file FILE]
+//	                    [--listen URL]... [--direct relay|listen] [--maxRetries N]
+//	                    [--maxControlConnectionRestarts N] [--token TOKEN | --token-file FILE]
 //	                    [--ca FILE] [--cert F --key F] [--insecure] [--state-dir DIR]
 //	remoteservicerunner version
 //
@@ -69,6 +70,9 @@ type options struct {
 	regTimeout, retryMax   time.Duration
 	startTimeout           time.Duration
 	backoffMin, backoffMax time.Duration
+	direct                 string // "relay" or "listen" (relay.go)
+	maxRetries             int
+	restarts               int // client.Config.MaxControlConnectionRestarts
 }
 
 // runnerService is one --service/--plugin pair, loaded.
@@ -106,7 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.conn.Register(fs)
 	fs.StringArrayVar(&o.services, "service", nil, "service file `FILE.xml` of a service to provide; pair each with a --plugin, in order (repeatable)")
 	fs.StringArrayVar(&o.plugins, "plugin", nil, "service plugin executable `PATH` serving the --service at the same position (repeatable)")
-	fs.StringArrayVar(&o.listen, "listen", nil, "`URL` where this runner accepts direct links (tcp://, udp://, ssl://), announced in routing documents; default: each service file's <endpoints> (repeatable)")
+	fs.StringArrayVar(&o.listen, "listen", nil, "`URL` where this runner accepts direct links (tcp://, udp://, ssl://), announced in routing documents (repeatable; implies --direct listen)")
 	fs.StringArrayVar(&o.endpoints, "endpoint", nil, "same as --listen (repeatable)")
 	fs.StringVar(&o.linkCert, "link-cert", "", "ssl direct links: the runner's certificate `FILE` (PEM), with --link-key; default: a self-signed one in the state directory (runner/ssl/cert.pem)")
 	fs.StringVar(&o.linkKey, "link-key", "", "ssl direct links: the key `FILE` (PEM) of --link-cert")
@@ -118,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.startTimeout, "plugin-start-timeout", 10*time.Second, "how long a service plugin may take to start (`D`)")
 	fs.DurationVar(&o.backoffMin, "restart-backoff-min", 100*time.Millisecond, "first delay before restarting a service plugin that died (`D`)")
 	fs.DurationVar(&o.backoffMax, "restart-backoff-max", 30*time.Second, "longest delay before restarting a service plugin that died (`D`)")
+	registerRelayFlags(fs, o) // relay.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n  remoteservicerunner --server URL (--service FILE.xml --plugin PATH)... [flags]\n  remoteservicerunner version\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -140,6 +145,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, cli.Usagef("--link-cert and --link-key go together")
 	}
 	o.listen = append(o.listen, o.endpoints...)
+	if err := checkRelayFlags(fs, o); err != nil { // relay.go
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -182,6 +190,9 @@ func loadServices(o *options) ([]*runnerService, error) {
 			rs.endpoints = fileEndpoints(desc)
 		}
 		rs.endpoints = append(rs.endpoints, linkEndpoints(desc, rs.endpoints)...)
+		if o.direct == directRelay { // relay.go: no endpoint of its own
+			rs.endpoints = nil
+		}
 		out = append(out, rs)
 	}
 	if len(problems) > 0 {
@@ -283,7 +294,7 @@ func serve(ctx context.Context, o *options, svcs []*runnerService, logger *slog.
 	// data and events from their first start.
 	first := newFirstResults(len(svcs))
 	handlers := make([]*pluginHandler, len(svcs))
-	pcfg := client.ProviderConfig{Logger: logger, OnProvided: first.record, Listeners: listeners}
+	pcfg := client.ProviderConfig{Logger: logger, OnProvided: first.record, Listeners: listeners, Relay: o.providerRelay()}
 	for i, rs := range svcs {
 		handlers[i] = &pluginHandler{}
 		pcfg.Services = append(pcfg.Services, client.ProvidedService{XML: rs.xml, Handler: handlers[i], Endpoints: rs.endpoints})
@@ -340,6 +351,7 @@ func serve(ctx context.Context, o *options, svcs []*runnerService, logger *slog.
 	c, err := client.Dial(ctx, client.Config{
 		Server: ep, Bearer: b, ClientID: id, Token: token, Name: o.name,
 		RegistrationTimeout: o.regTimeout, RetryMax: o.retryMax, Logger: logger,
+		MaxControlConnectionRestarts: o.restarts,
 		OnState: func(s client.State, err error) {
 			switch {
 			case s == client.Closed && err != nil:

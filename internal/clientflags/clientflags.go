@@ -23,6 +23,9 @@ import (
 type Flags struct {
 	Server, Token, TokenFile, CA, Cert, Key, StateDir, BearerPlugin string
 	Insecure                                                        bool
+	// MaxControlConnectionRestarts is --maxControlConnectionRestarts
+	// (control.go).
+	MaxControlConnectionRestarts int
 }
 
 // Register defines the flags on fs.
@@ -36,6 +39,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.Insecure, "insecure", false, "ssl: do not verify the server certificate (development only)")
 	fs.StringVar(&f.StateDir, "state-dir", "", "state `DIR` (default $CONNECT_STATE_DIR, else ~/.local/state/connect)")
 	fs.StringVar(&f.BearerPlugin, "bearer-plugin", "", "dial through the bearer plugin executable at `PATH` (for a third-party scheme)")
+	f.registerControl(fs) // control.go
 }
 
 // Endpoint parses --server.
