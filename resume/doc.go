@@ -68,6 +68,11 @@
 //	...
 //	s.CloseSend(); s.Flush(ctx); s.Close() // a clean end
 //
+// Byte streams (a tunnelled TCP connection) save a copy per side:
+// Stream.SendFrom reads from an io.Reader straight into the replay buffer,
+// and Stream.CopyTo has the goroutine reading the connection write each
+// message to an io.Writer straight from its read buffer.
+//
 // # Goroutines
 //
 // An attached connection has two goroutines (reader and writer); a client

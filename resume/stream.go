@@ -56,12 +56,12 @@ func (m msg) cost() int {
 // DialFunc given to Open, with backoff); on the server side a resumed session
 // reattaches to the same Stream through Table.Accept.
 //
-// Concurrency: Send, CloseSend, Flush, Stats, Undelivered, Err, ID and Close
-// are safe for concurrent use. Concurrent Sends each go out whole, in the
-// order in which they enter the replay buffer. Recv must be called by one
-// goroutine at a time. Close may be called at any time, more than once; it
-// unblocks every pending call and returns once every goroutine of the stream
-// has exited.
+// Concurrency: Send, SendFrom, CloseSend, Flush, Stats, Undelivered, Err, ID
+// and Close are safe for concurrent use. Concurrent Sends each go out whole,
+// in the order in which they enter the replay buffer. Recv and CopyTo must be
+// called by one goroutine at a time. Close may be called at any time, more
+// than once; it unblocks every pending call and returns once every goroutine
+// of the stream has exited (and a CopyTo writer's Write in progress).
 type Stream struct {
 	cfg    Config
 	log    *slog.Logger
@@ -77,6 +77,7 @@ type Stream struct {
 	// Send side, guarded by mu.
 	out      ring[msg] // unacknowledged messages; out.at(0) has sequence acked+1
 	outBytes int       // cost of out, plus the reservations of Sends in progress
+	reading  int       // room reserved by SendFroms waiting for their Read
 	sent     uint64    // last sequence number assigned
 	acked    uint64    // last sequence number acknowledged by the peer
 	shut     bool      // CloseSend was called
@@ -95,6 +96,13 @@ type Stream struct {
 	held    *[]byte   // buffer returned by the last Recv
 	recvSig signal    // message queued, end
 	roomSig signal    // room in the receive queue
+	// CopyTo: while it waits with an empty receive queue, the reader writes
+	// each message to sink itself, from the connection's read buffer.
+	sink     io.Writer // nil unless CopyTo waits
+	sinkBusy bool      // the reader is in sink.Write
+	sinkN    int64     // bytes the reader wrote to sink, not yet counted by CopyTo
+	sinkErr  error     // sink's error; the reader then stops using it
+	sinkSig  signal    // sinkBusy went false
 	// Peer limits, from the last handshake.
 	peerReplay int
 	peerMax    int
@@ -159,6 +167,20 @@ func (s *Stream) Send(ctx context.Context, msg []byte) error {
 		return &MessageTooLargeError{Size: len(msg), Limit: limit}
 	}
 	cost := len(msg) + MessageOverhead
+	if err := s.reserve(ctx, cost, &s.outBytes); err != nil {
+		return err
+	}
+	buf := getBuf(len(msg)) // copy without the lock
+	if buf != nil {
+		copy(*buf, msg)
+	}
+	return s.commit(buf, cost, &s.outBytes, cost)
+}
+
+// reserve waits until the replay buffer has room for cost and adds cost to
+// *into (s.outBytes, or s.reading for a reservation that may last). s.mu
+// must be held; it is released in every case.
+func (s *Stream) reserve(ctx context.Context, cost int, into *int) error {
 	for {
 		if s.err != nil {
 			err := s.err
@@ -169,7 +191,7 @@ func (s *Stream) Send(ctx context.Context, msg []byte) error {
 			s.mu.Unlock()
 			return ErrSendClosed
 		}
-		if s.outBytes+cost <= s.cfg.ReplayBuffer {
+		if s.outBytes+s.reading+cost <= s.cfg.ReplayBuffer {
 			break
 		}
 		ch := s.sendSig.wait()
@@ -181,15 +203,21 @@ func (s *Stream) Send(ctx context.Context, msg []byte) error {
 		}
 		s.mu.Lock()
 	}
-	s.outBytes += cost // reserve the room, copy without the lock
+	*into += cost
 	s.mu.Unlock()
+	return nil
+}
 
-	buf := getBuf(len(msg))
-	if buf != nil {
-		copy(*buf, msg)
-	}
-
+// commit queues buf (nil for an empty message), for which reserve added
+// reserved to *from; the message costs cost. If the stream ended or was
+// shut in the meantime, it gives the room and buf back and returns why.
+func (s *Stream) commit(buf *[]byte, reserved int, from *int, cost int) error {
 	s.mu.Lock()
+	*from -= reserved
+	s.outBytes += cost
+	if reserved != cost {
+		s.sendSig.broadcast() // room freed for other Sends
+	}
 	if s.err != nil || s.shut {
 		err := s.err
 		if err == nil {
@@ -209,6 +237,58 @@ func (s *Stream) Send(ctx context.Context, msg []byte) error {
 		l.kickWriter()
 	}
 	return nil
+}
+
+// SendFrom queues, as one message, what one Read call on r returns, read
+// straight into the replay buffer: unlike Send, the bytes are not copied
+// again on their way to the connection. It reads at most max bytes (the
+// smaller of the two sides' MaxMessage when max is 0, negative or larger).
+//
+// SendFrom first waits, like Send, until the replay buffer has room for max
+// bytes, and holds that room while it calls r.Read once (other Sends may
+// wait for it; Stats does not count it). It returns the number of bytes
+// queued and the Read's error: n > 0 bytes read with an error are queued,
+// and both are returned; a Read returning no bytes queues nothing (an empty
+// message is only sent by Send).
+// If ctx is done or the stream ends before the Read, or the stream ends
+// during it, the bytes read are not queued and SendFrom returns 0 and
+// ctx.Err() or the stream's error. After CloseSend it returns ErrSendClosed.
+//
+// A Read that returns less than half of max bytes is copied into a buffer
+// of its own size, so that the replay buffer's memory stays within twice
+// what its messages cost.
+func (s *Stream) SendFrom(ctx context.Context, r io.Reader, max int) (int, error) {
+	s.mu.Lock()
+	if limit := s.maxSend(); max <= 0 || max > limit {
+		max = limit
+	}
+	reserved := max + MessageOverhead
+	if err := s.reserve(ctx, reserved, &s.reading); err != nil {
+		return 0, err
+	}
+	buf := getBuf(max)
+	n, rerr := r.Read(*buf)
+	n = min(max, n)
+	switch {
+	case n <= 0:
+		putBuf(buf)
+		s.mu.Lock()
+		s.reading -= reserved
+		s.sendSig.broadcast()
+		s.mu.Unlock()
+		return 0, rerr
+	case 2*n < cap(*buf):
+		small := getBuf(n)
+		copy(*small, (*buf)[:n])
+		putBuf(buf)
+		buf = small
+	default:
+		*buf = (*buf)[:n]
+	}
+	if err := s.commit(buf, reserved, &s.reading, n+MessageOverhead); err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 func msgOf(buf *[]byte) msg { return msg{buf: buf} }
@@ -325,6 +405,102 @@ func (s *Stream) Recv(ctx context.Context) ([]byte, error) {
 			return nil, ctx.Err()
 		}
 		s.mu.Lock()
+	}
+}
+
+// CopyTo writes the stream's messages to w, in order, one Write call per
+// message, until the peer's CloseSend, and returns the number of bytes
+// written: like io.Copy from the stream, it returns a nil error at the end
+// of the stream. Otherwise it returns w's error (io.ErrShortWrite for a
+// short write), ctx.Err(), or the error that ended the stream; a message
+// handed to w counts as received even if w fails. Message boundaries are
+// not kept (an empty message writes nothing): CopyTo is for byte streams,
+// such as a tunnel's.
+//
+// Messages already queued are written by CopyTo itself. While CopyTo waits
+// with an empty queue, the goroutine reading the connection writes each
+// message as it arrives, straight from the connection's read buffer: no
+// copy into the receive queue, and no hand-off between goroutines. Until
+// such a Write returns, the stream reads nothing more from its connection —
+// acknowledgements and Pings included — so w should not wait for anything
+// this stream's peer must do; a tunnel's local TCP connection is fine (a
+// TCP relay also stops reading while its write blocks). CopyTo does not use
+// w once it has returned; Close waits for a Write in progress.
+//
+// Recv and CopyTo must be called by one goroutine at a time, not
+// concurrently.
+func (s *Stream) CopyTo(ctx context.Context, w io.Writer) (int64, error) {
+	var total int64
+	s.mu.Lock()
+	if s.held != nil {
+		putBuf(s.held)
+		s.held = nil
+	}
+	for {
+		for s.in.len() > 0 {
+			m := s.in.pop()
+			s.inBytes -= m.cost()
+			s.roomSig.broadcast()
+			if m.fin {
+				s.eof = true
+				s.mu.Unlock()
+				return total, nil
+			}
+			if m.buf == nil {
+				continue
+			}
+			s.mu.Unlock()
+			n, err := w.Write(*m.buf)
+			if err == nil && n < len(*m.buf) {
+				err = io.ErrShortWrite
+			}
+			putBuf(m.buf)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+			s.mu.Lock()
+		}
+		if s.eof {
+			s.mu.Unlock()
+			return total, nil
+		}
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return total, err
+		}
+		// Wait with the writer handed to the reader; it wakes us for a
+		// queued message (the end marker, or one after a write error),
+		// its writer's error, or the end of the stream.
+		s.sink, s.sinkErr = w, nil
+		ch := s.recvSig.wait()
+		s.mu.Unlock()
+		var cerr error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			cerr = ctx.Err()
+		}
+		s.mu.Lock()
+		s.sink = nil
+		for s.sinkBusy { // w is ours again only once the reader is done with it
+			ch := s.sinkSig.wait()
+			s.mu.Unlock()
+			<-ch
+			s.mu.Lock()
+		}
+		total += s.sinkN
+		s.sinkN = 0
+		if err := s.sinkErr; err != nil {
+			s.sinkErr = nil
+			s.mu.Unlock()
+			return total, err
+		}
+		if cerr != nil {
+			s.mu.Unlock()
+			return total, cerr
+		}
 	}
 }
 
@@ -969,6 +1145,9 @@ func (l *link) onData(p []byte, fin bool) error {
 		s.mu.Unlock()
 		return errStopped
 	}
+	if s.sink != nil && !fin && s.in.len() == 0 {
+		return l.deliver(p, seq, cost)
+	}
 	s.mu.Unlock()
 
 	if len(p) > 0 {
@@ -979,10 +1158,22 @@ func (l *link) onData(p []byte, fin bool) error {
 	s.mu.Lock()
 	s.in.push(m)
 	s.inBytes += cost
+	kick := s.received(seq, cost, fin)
+	s.recvSig.broadcast()
+	s.mu.Unlock()
+	if kick {
+		l.kickWriter()
+	}
+	return nil
+}
+
+// received records that message seq, costing cost, has arrived (queued or
+// handed to CopyTo's writer) and schedules its acknowledgement. It reports
+// whether the writer must be woken. s.mu must be held.
+func (s *Stream) received(seq uint64, cost int, fin bool) (kick bool) {
 	s.recvd = seq
 	s.finIn = s.finIn || fin
 	s.unacked += cost
-	kick := false
 	if s.unacked >= max(s.peerReplay/2, 1) || fin {
 		kick = !s.ackNow
 		s.ackNow = true
@@ -990,10 +1181,40 @@ func (l *link) onData(p []byte, fin bool) error {
 		s.ackAt = time.Now().Add(s.cfg.AckInterval)
 		kick = true
 	}
-	s.recvSig.broadcast()
+	return kick
+}
+
+// deliver writes message seq, payload p, to the writer of a waiting CopyTo,
+// straight from the connection's read buffer. It is called with s.mu held,
+// the receive queue empty, and releases s.mu.
+func (l *link) deliver(p []byte, seq uint64, cost int) error {
+	s := l.s
+	w := s.sink
+	s.sinkBusy = true
+	kick := s.received(seq, cost, false)
 	s.mu.Unlock()
 	if kick {
 		l.kickWriter()
 	}
+	var n int
+	var err error
+	if len(p) > 0 {
+		l.paused.Store(true) // waiting for the application, not the peer
+		n, err = w.Write(p)
+		if err == nil && n < len(p) {
+			err = io.ErrShortWrite
+		}
+		l.touch()
+		l.paused.Store(false)
+	}
+	s.mu.Lock()
+	s.sinkBusy = false
+	s.sinkN += int64(n)
+	if err != nil {
+		s.sinkErr, s.sink = err, nil
+		s.recvSig.broadcast()
+	}
+	s.sinkSig.broadcast()
+	s.mu.Unlock()
 	return nil
 }

@@ -390,43 +390,8 @@ func TestChaos(t *testing.T) {
 		total, maxBreaks = 24<<20, 200 // same paths, a third of the bytes
 	}
 	ctx := testCtx(t, 60*time.Second)
-
-	ccfg := DefaultConfig()
-	ccfg.KeepaliveInterval = 100 * time.Millisecond
-	ccfg.DeadTimeout = time.Second
-	ccfg.RetryMin = time.Millisecond
-	ccfg.RetryMax = 4 * time.Millisecond
-	ccfg.MaxMessage = 256 << 10
-	scfg := *ccfg
-	scfg.ReplayBuffer = 1 << 20 // the two sides differ, and the server's fills
-	scfg.ReceiveBuffer = 512 << 10
-
-	srv := newTCPServer(t, &scfg)
-	proxy := newFaultProxy(t, srv.ln.Addr().String(), 1, maxBreaks, 2)
-	c, err := Open(ctx, tcpDialer(proxy.addr(), ccfg.MaxMessage), ccfg)
-	if err != nil {
-		// The first connection may be cut during the open handshake.
-		for i := 0; err != nil && i < 20; i++ {
-			c, err = Open(ctx, tcpDialer(proxy.addr(), ccfg.MaxMessage), ccfg)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, s, proxy := chaosPair(t, ctx, maxBreaks)
 	defer c.Close()
-	var s *Stream
-	for s == nil {
-		select {
-		case st := <-srv.streams:
-			if st.ID() == c.ID() {
-				s = st
-			} else {
-				st.Close() // the session of an Open cut short, abandoned
-			}
-		case <-ctx.Done():
-			t.Fatal("no session")
-		}
-	}
 	defer s.Close()
 
 	up, down := newTraffic(1, 64<<10), newTraffic(2, 200<<10)
@@ -480,4 +445,48 @@ func TestChaos(t *testing.T) {
 	if cs.Attaches < maxBreaks/4 {
 		t.Fatalf("only %d resumptions: the proxy did not break enough connections", cs.Attaches-1)
 	}
+}
+
+// chaosPair opens a session through a fault proxy that breaks up to
+// maxBreaks connections (TestChaos, TestChaosByteStream): the two sides
+// have different buffers, and the server's replay buffer fills.
+func chaosPair(t *testing.T, ctx context.Context, maxBreaks int) (*Stream, *Stream, *faultProxy) {
+	t.Helper()
+	ccfg := DefaultConfig()
+	ccfg.KeepaliveInterval = 100 * time.Millisecond
+	ccfg.DeadTimeout = time.Second
+	ccfg.RetryMin = time.Millisecond
+	ccfg.RetryMax = 4 * time.Millisecond
+	ccfg.MaxMessage = 256 << 10
+	scfg := *ccfg
+	scfg.ReplayBuffer = 1 << 20 // the two sides differ, and the server's fills
+	scfg.ReceiveBuffer = 512 << 10
+
+	srv := newTCPServer(t, &scfg)
+	proxy := newFaultProxy(t, srv.ln.Addr().String(), 1, maxBreaks, 2)
+	c, err := Open(ctx, tcpDialer(proxy.addr(), ccfg.MaxMessage), ccfg)
+	if err != nil {
+		// The first connection may be cut during the open handshake.
+		for i := 0; err != nil && i < 20; i++ {
+			c, err = Open(ctx, tcpDialer(proxy.addr(), ccfg.MaxMessage), ccfg)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s *Stream
+	for s == nil {
+		select {
+		case st := <-srv.streams:
+			if st.ID() == c.ID() {
+				s = st
+			} else {
+				st.Close() // the session of an Open cut short, abandoned
+			}
+		case <-ctx.Done():
+			c.Close()
+			t.Fatal("no session")
+		}
+	}
+	return c, s, proxy
 }

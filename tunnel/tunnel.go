@@ -155,6 +155,13 @@ type Stats struct {
 // and the error is returned; the caller then closes s, which tells the far
 // side. Pump returns once both of its goroutines have; it closes c before it
 // returns in every case.
+//
+// When s also has SendFrom and CopyTo (a *resume.Stream does), Pump uses
+// them: bytes go from c's socket straight into the replay buffer, and from
+// the connection's read buffer straight to c (one copy fewer each way, and
+// no hand-off between goroutines on the way to c). While a write to c
+// blocks, the stream then does not read its connection, as a TCP relay
+// stops reading while its write blocks.
 func Pump(ctx context.Context, c net.Conn, s Stream) (Stats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -173,16 +180,14 @@ func Pump(ctx context.Context, c net.Conn, s Stream) (Stats, error) {
 	wg.Add(1)
 	go func() { // up: c -> s
 		defer wg.Done()
-		buf := make([]byte, ChunkSize)
+		read := chunkReader(c, s)
 		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if serr := s.Send(ctx, buf[:n]); serr != nil {
-					fail(fmt.Errorf("tunnel: send: %w", serr))
-					return
-				}
-				up.Add(uint64(n))
+			n, err, serr := read(ctx)
+			if serr != nil {
+				fail(fmt.Errorf("tunnel: send: %w", serr))
+				return
 			}
+			up.Add(uint64(n))
 			if err == io.EOF {
 				if serr := s.CloseSend(); serr != nil {
 					fail(fmt.Errorf("tunnel: end of input: %w", serr))
@@ -196,30 +201,115 @@ func Pump(ctx context.Context, c net.Conn, s Stream) (Stats, error) {
 		}
 	}()
 	// down: s -> c, on this goroutine.
-	for {
-		msg, err := s.Recv(ctx)
-		if err == io.EOF {
-			if hc, ok := c.(interface{ CloseWrite() error }); ok {
-				if werr := hc.CloseWrite(); werr != nil {
-					fail(fmt.Errorf("tunnel: half-close the local connection: %w", werr))
-				}
+	n, err, werr := copyDown(ctx, c, s)
+	down.Add(uint64(n))
+	switch {
+	case werr != nil:
+		fail(fmt.Errorf("tunnel: write the local connection: %w", werr))
+	case err != nil:
+		fail(fmt.Errorf("tunnel: receive: %w", err))
+	default: // the end of the stream
+		if hc, ok := c.(interface{ CloseWrite() error }); ok {
+			if werr := hc.CloseWrite(); werr != nil {
+				fail(fmt.Errorf("tunnel: half-close the local connection: %w", werr))
 			}
-			break
 		}
-		if err != nil {
-			fail(fmt.Errorf("tunnel: receive: %w", err))
-			break
-		}
-		if _, werr := c.Write(msg); werr != nil {
-			fail(fmt.Errorf("tunnel: write the local connection: %w", werr))
-			break
-		}
-		down.Add(uint64(len(msg)))
 	}
 	wg.Wait()
 	c.Close()
 	st.Up, st.Down = up.Load(), down.Load()
 	return st, first
+}
+
+// senderFrom is what a Stream may have besides Send: *resume.Stream reads
+// the local connection straight into its replay buffer (one copy fewer).
+type senderFrom interface {
+	SendFrom(ctx context.Context, r io.Reader, max int) (int, error)
+}
+
+// chunkReader returns the up direction's step: read at most ChunkSize bytes
+// from c and send them as one message. It reports the bytes sent, the read's
+// error and the send's error (which ends the pump).
+func chunkReader(c net.Conn, s Stream) func(context.Context) (n int, rerr, serr error) {
+	if sf, ok := s.(senderFrom); ok {
+		r := &errReader{r: c}
+		return func(ctx context.Context) (int, error, error) {
+			r.err = nil
+			n, err := sf.SendFrom(ctx, r, ChunkSize)
+			if err != nil && err != r.err {
+				return n, nil, err // the stream's error, not the read's
+			}
+			return n, err, nil
+		}
+	}
+	buf := make([]byte, ChunkSize)
+	return func(ctx context.Context) (int, error, error) {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if serr := s.Send(ctx, buf[:n]); serr != nil {
+				return 0, err, serr
+			}
+		}
+		return n, err, nil
+	}
+}
+
+// copierTo is what a Stream may have besides Recv: *resume.Stream writes
+// the messages to the local connection straight from its connection's read
+// buffer (one copy and one hand-off between goroutines fewer).
+type copierTo interface {
+	CopyTo(ctx context.Context, w io.Writer) (int64, error)
+}
+
+// copyDown writes s's messages to c until the end of s. It returns the bytes
+// written, the stream's error (nil at its end) and the write's error.
+func copyDown(ctx context.Context, c net.Conn, s Stream) (n int64, rerr, werr error) {
+	if ct, ok := s.(copierTo); ok {
+		w := &errWriter{w: c}
+		n, err := ct.CopyTo(ctx, w)
+		if err != nil && err == w.err {
+			return n, nil, err
+		}
+		return n, err, nil
+	}
+	for {
+		msg, err := s.Recv(ctx)
+		if err == io.EOF {
+			return n, nil, nil
+		}
+		if err != nil {
+			return n, err, nil
+		}
+		k, werr := c.Write(msg)
+		n += int64(k)
+		if werr != nil {
+			return n, nil, werr
+		}
+	}
+}
+
+// errWriter remembers the error of the last Write.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}
+
+// errReader remembers the error of the last Read.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.err = err
+	return n, err
 }
 
 // abort closes c with a reset when it is a TCP connection, else plainly.

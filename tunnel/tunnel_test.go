@@ -283,8 +283,18 @@ func digestBackend(t *testing.T, proxy bool, reply []byte, hdr chan<- ProxyHeade
 // TestTunnelAcrossBreaks streams megabytes both ways through a tunnel whose
 // link is reset again and again, and checks both directions byte for byte;
 // the backend sees one connection throughout, and the half-close reaches it
-// (it answers only after its input ended).
+// (it answers only after its input ended). The server side pumps with
+// resume's SendFrom and CopyTo; the client side too, or (plain) with Send
+// and Recv only.
 func TestTunnelAcrossBreaks(t *testing.T) {
+	t.Run("resume", func(t *testing.T) { testTunnelAcrossBreaks(t, false) })
+	t.Run("plain", func(t *testing.T) { testTunnelAcrossBreaks(t, true) })
+}
+
+// plainStream hides every method of a Stream but those of the interface.
+type plainStream struct{ Stream }
+
+func testTunnelAcrossBreaks(t *testing.T, plain bool) {
 	down := make([]byte, 16<<20)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range down {
@@ -336,7 +346,11 @@ func TestTunnelAcrossBreaks(t *testing.T) {
 	}()
 
 	pumped := make(chan error, 1)
-	go func() { _, err := Pump(ctx, local, s); pumped <- err }()
+	var ps Stream = s
+	if plain {
+		ps = plainStream{s}
+	}
+	go func() { _, err := Pump(ctx, local, ps); pumped <- err }()
 	sent := sha256.New()
 	var upBytes int
 	wrote := make(chan struct{})

@@ -186,10 +186,18 @@ func appendAck(b []byte, n int64) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(ownCPU()))
 }
 
+// Modes of a resume session in section 2, its first message: how the
+// receiver reads it.
+const (
+	modeRecv   = "recv"    // Stream.Recv, a message at a time
+	modeCopyTo = "copy-to" // Stream.CopyTo into a counting io.Writer
+)
+
 // receiver is section 2's far end. It listens twice: raw TCP connections,
 // read READ bytes at a time, and resume sessions (default configuration),
-// read a message at a time. Whenever a connection's or session's count
-// reaches a multiple of TRANSFER it answers with an ack.
+// read with Recv a message at a time or with CopyTo, as the session's first
+// message says (modeRecv, modeCopyTo). Whenever a connection's or session's
+// count reaches a multiple of TRANSFER it answers with an ack.
 func receiver(args []string) error {
 	if len(args) != 2 {
 		return errors.New("usage: receiver TRANSFER READ")
@@ -251,6 +259,26 @@ func receiver(args []string) error {
 				return
 			}
 			defer s.Close()
+			mode, err := s.Recv(ctx)
+			if err != nil {
+				return
+			}
+			if string(mode) == modeCopyTo {
+				// The counting writer runs on the stream's reading
+				// goroutine: it hands the acks to this one to send.
+				acks := make(chan int64, 16)
+				cw := &countingWriter{transfer: transfer, acks: acks}
+				go func() {
+					s.CopyTo(ctx, cw)
+					close(acks)
+				}()
+				for n := range acks {
+					if err := s.Send(ctx, appendAck(nil, n)); err != nil {
+						return
+					}
+				}
+				return
+			}
 			var n int64
 			ack := make([]byte, 0, ackSize)
 			for {
@@ -267,4 +295,19 @@ func receiver(args []string) error {
 			}
 		}()
 	}
+}
+
+// countingWriter counts the bytes CopyTo writes and passes the count on at
+// every multiple of transfer.
+type countingWriter struct {
+	n, transfer int64
+	acks        chan<- int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if len(p) > 0 && c.n%c.transfer == 0 {
+		c.acks <- c.n
+	}
+	return len(p), nil
 }

@@ -8,9 +8,10 @@
 //     relay and a direct TCP connection as further references; both
 //     directions;
 //
-//  2. bulk throughput of one resume session (64 KiB messages) against one
-//     raw TCP connection with the same 64 KiB writes, the receiver in
-//     another process;
+//  2. bulk throughput of one resume session (64 KiB messages, read with
+//     Recv, and on a second session with CopyTo) against one raw TCP
+//     connection with the same 64 KiB writes, the receiver in another
+//     process;
 //
 //  3. the time from a restored link to the first new application message:
 //     a session carries a trickle of numbered messages both ways through a

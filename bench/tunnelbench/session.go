@@ -18,13 +18,14 @@ import (
 
 // Section 2: one resume session's bulk throughput against raw loopback TCP.
 //
-// The receiver is another process (this program as "receiver"). On the
+// The receiver is another process (this program as "receiver"). On each
 // resume path this process opens one session (resume.Open over loopback
-// TCP, default configuration) to a resume.Table there and sends
-// -msg-kib messages; the receiver Recvs them. On the raw path this process
-// writes the same bytes with the same write size on one TCP connection; the
-// receiver reads them with a buffer of that size. Both run for the whole
-// section; each transfer moves a fixed number of bytes and is timed from
+// TCP, default configuration) to a resume.Table there and sends -msg-kib
+// messages; the receiver Recvs them (path "resume") or reads them with
+// CopyTo (path "resume-copyto"), as the session's first message says. On
+// the raw path this process writes the same bytes with the same write size
+// on one TCP connection; the receiver reads them with a buffer of that size.
+// All run for the whole section; each transfer moves a fixed number of bytes and is timed from
 // its first write (Send) to the receiver's ack, a 16-byte answer sent once
 // it has read them all; a transfer that takes longer than -time plus 20 s
 // fails the run. The ack carries the receiver's CPU time, so each
@@ -83,19 +84,53 @@ func session(ctx context.Context, cfg config, e *env) (*sessResult, error) {
 	}
 	defer raw.Close()
 	rcfg := resume.DefaultConfig()
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s, err := resume.Open(sctx, func(ctx context.Context) (wire.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", resAddr)
+	open := func(mode string) (*resume.Stream, error) {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		s, err := resume.Open(sctx, func(ctx context.Context) (wire.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", resAddr)
+			if err != nil {
+				return nil, err
+			}
+			return wire.NewStreamConn(c, rcfg.MaxMessage), nil
+		}, rcfg)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("open a session to the receiver: %w", err)
 		}
-		return wire.NewStreamConn(c, rcfg.MaxMessage), nil
-	}, rcfg)
-	cancel()
+		if err := s.Send(sctx, []byte(mode)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open a session to the receiver: %w", err)
+		}
+		return s, nil
+	}
+	resumePath := func(key, mode string) (sessPath, *resume.Stream, error) {
+		s, err := open(mode)
+		if err != nil {
+			return sessPath{}, nil, err
+		}
+		return sessPath{key, func(ctx context.Context, n int64) (int64, time.Duration, error) {
+			for sent := int64(0); sent < n; sent += int64(len(msg)) {
+				if err := s.Send(ctx, msg); err != nil {
+					return 0, 0, err
+				}
+			}
+			ack, err := s.Recv(ctx)
+			if err != nil {
+				return 0, 0, fmt.Errorf("wait for the ack: %w", err)
+			}
+			return parseAck(ack)
+		}}, s, nil
+	}
+	recvPath, s, err := resumePath("resume", modeRecv)
 	if err != nil {
-		return nil, fmt.Errorf("open a session to the receiver: %w", err)
+		return nil, err
 	}
 	defer s.Close()
+	copyPath, s2, err := resumePath("resume-copyto", modeCopyTo)
+	if err != nil {
+		return nil, err
+	}
+	defer s2.Close()
 
 	paths := []sessPath{
 		{"raw", func(ctx context.Context, n int64) (int64, time.Duration, error) {
@@ -112,18 +147,8 @@ func session(ctx context.Context, cfg config, e *env) (*sessResult, error) {
 			}
 			return parseAck(ack[:])
 		}},
-		{"resume", func(ctx context.Context, n int64) (int64, time.Duration, error) {
-			for sent := int64(0); sent < n; sent += int64(len(msg)) {
-				if err := s.Send(ctx, msg); err != nil {
-					return 0, 0, err
-				}
-			}
-			ack, err := s.Recv(ctx)
-			if err != nil {
-				return 0, 0, fmt.Errorf("wait for the ack: %w", err)
-			}
-			return parseAck(ack)
-		}},
+		recvPath,
+		copyPath,
 	}
 
 	r := &sessResult{transfer: transfer, xfers: map[string][]sessXfer{}}
@@ -166,10 +191,12 @@ func session(ctx context.Context, cfg config, e *env) (*sessResult, error) {
 			r.xfers[paths[i].key] = append(r.xfers[paths[i].key], x)
 		}
 	}
-	// A clean end of the session.
-	s.CloseSend()
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	s.Flush(fctx)
-	cancel()
+	// A clean end of the sessions.
+	for _, s := range []*resume.Stream{s, s2} {
+		s.CloseSend()
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s.Flush(fctx)
+		cancel()
+	}
 	return r, nil
 }
