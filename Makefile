@@ -29,6 +29,7 @@ FUZZ_TARGETS := \
 	./session:FuzzDecode \
 	./session:FuzzTaggedDatagram \
 	./client:FuzzTaggedIntake \
+	./core:FuzzRelayFirstFrame \
 	./client:FuzzLinkHandshake \
 	./services/serviceplugin:FuzzPathType \
 	./routing:FuzzParse \
