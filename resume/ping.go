@@ -2,6 +2,7 @@ package resume
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/bearerkit/connect/wire"
@@ -73,29 +74,36 @@ func (s *Stream) nextPing(now time.Time) wire.Frame {
 	return wire.MessageFrame(&wire.Ping{ID: id, SentUnixNano: now.UnixNano()})
 }
 
-// onPong completes the Ping call a Pong answers, if any.
+// onPong completes the Ping call a Pong answers and every earlier one
+// written on the same connection: explicit Pings are written in increasing
+// id order, the peer reads them in order and, when several arrive before
+// it can answer, answers only the latest.
 func (s *Stream) onPong(id uint64) {
 	if id&pingBit == 0 {
 		return // a keepalive's or a Flush's: answered by the acknowledgement
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.pings[id]
-	if w == nil || w.sent.IsZero() {
-		return // the caller stopped waiting, or a stray Pong
+	now := time.Now()
+	for pid, w := range s.pings {
+		if pid > id || w.sent.IsZero() {
+			continue // later, or not written on this connection yet
+		}
+		delete(s.pings, pid)
+		w.rtt = max(now.Sub(w.sent), time.Nanosecond)
+		close(w.done)
 	}
-	delete(s.pings, id)
-	w.rtt = max(time.Since(w.sent), time.Nanosecond)
-	close(w.done)
 }
 
 // requeuePings queues the Pings still waiting for a Pong to be written on a
-// newly attached connection. s.mu must be held.
+// newly attached connection, in id order. s.mu must be held.
 func (s *Stream) requeuePings() {
 	s.pingOut = s.pingOut[:0]
-	for id := range s.pings {
+	for id, w := range s.pings {
+		w.sent = time.Time{} // measured from its write on the new connection
 		s.pingOut = append(s.pingOut, id)
 	}
+	slices.Sort(s.pingOut)
 }
 
 // failPings releases every waiting Ping when the stream ends. s.mu must be

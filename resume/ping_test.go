@@ -3,6 +3,7 @@ package resume
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -139,6 +140,38 @@ func TestDialPermanent(t *testing.T) {
 		case <-c.Done():
 		default:
 			t.Fatal("Done not closed")
+		}
+	})
+}
+
+// Concurrent Pings that reach the peer together are all answered: the peer
+// keeps one Pong per kind (a flood of Pings holds no memory), and the Pong
+// of the latest explicit Ping answers every earlier one.
+func TestPingConcurrent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newPipeNet(t, nil)
+		c, _ := openPipe(t, n, nil)
+		ctx := vctx(t)
+		r := n.relay()
+		r.toServer.hold() // the Pings arrive together
+		synctest.Wait()
+		const callers = 20
+		errs := make(chan error, callers)
+		for range callers {
+			go func() {
+				rtt, err := c.Ping(ctx)
+				if err == nil && rtt <= 0 {
+					err = fmt.Errorf("rtt %v", rtt)
+				}
+				errs <- err
+			}()
+		}
+		synctest.Wait()
+		r.toServer.release()
+		for range callers {
+			if err := <-errs; err != nil {
+				t.Fatalf("a concurrent Ping: %v", err)
+			}
 		}
 	})
 }

@@ -796,7 +796,8 @@ type link struct {
 	next    uint64     // next sequence number to write
 	writing uint64     // sequence number being written; 0 if none
 	release *[]byte    // acknowledged while being written; freed by the writer
-	pong    *wire.Pong // Pong to send
+	pong    *wire.Pong // Pong to send to a keepalive's or Flush's Ping
+	pongX   *wire.Pong // Pong to send to the latest explicit Ping (Stream.Ping)
 	goodbye *closeMsg  // the session's Close, the writer's last frame
 	polled  bool       // a Ping asked the peer to acknowledge
 	idle    bool       // the writer waits for a kick or a timer
@@ -929,6 +930,10 @@ func (l *link) writeLoop() {
 				s.ackedIn, s.unacked = s.recvd, 0
 			}
 		}
+		if f.Type == 0 && l.pongX != nil {
+			f = wire.MessageFrame(l.pongX)
+			l.pongX = nil
+		}
 		if f.Type == 0 && l.pong != nil {
 			f = wire.MessageFrame(l.pong)
 			l.pong = nil
@@ -1034,7 +1039,14 @@ func (l *link) handle(f wire.Frame) error {
 		}
 		p := m.(*wire.Ping)
 		s.mu.Lock()
-		l.pong = &wire.Pong{ID: p.ID, SentUnixNano: p.SentUnixNano}
+		// One Pong of each kind waits at most (a flood of Pings holds no
+		// memory): the latest explicit Ping's answers every explicit Ping
+		// before it (onPong), and a keepalive's never displaces it.
+		if p.ID&pingBit != 0 {
+			l.pongX = &wire.Pong{ID: p.ID, SentUnixNano: p.SentUnixNano}
+		} else {
+			l.pong = &wire.Pong{ID: p.ID, SentUnixNano: p.SentUnixNano}
+		}
 		s.ackNow = true // a Ping asks for our acknowledgement too
 		s.mu.Unlock()
 		l.kickWriter()
