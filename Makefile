@@ -67,10 +67,13 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SHORTFUZZ) FUZZMINIMIZE=200x
 
 # The long soak: real applications (redis-cli, ssh) through the tunnel
-# while the link is cut SOAKCUTS times each. `make test` runs 20 cuts.
+# while the link is cut SOAKCUTS times each, in process (./tunnel) and through
+# connectserver and connectclient tunnel (./integration). `make test` runs
+# 20 and 10 cuts.
 SOAKCUTS ?= 500
 soak:
 	CONNECT_REQUIRE_SOAK=1 CONNECT_SOAK_CUTS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'Soak' -v ./tunnel/
+	CONNECT_REQUIRE_SOAK=1 CONNECT_SOAK_CUTS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'TunnelSoak' -v ./integration/
 
 # Benchmarks print ratios against raw baselines measured in the same run;
 # figures are recorded in docs/BENCHMARKS.md.

@@ -94,6 +94,7 @@ type Server struct {
 	closeErr error
 
 	remote remoteRegistry // the services runners provide (remote.go)
+	tun    tunnelRegistry // tunnel streams (tunnels.go)
 }
 
 type adapter struct {
