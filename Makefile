@@ -70,12 +70,14 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SHORTFUZZ) FUZZMINIMIZE=200x
 
 # The long soak: real applications (redis-cli, ssh) through the tunnel
-# while the link is cut SOAKCUTS times each (`make test` runs 20 cuts),
-# and method calls and events through the real binaries while the link is
-# broken SOAKCUTS times (`make test` runs 50).
+# while the link is cut SOAKCUTS times each, in process (./tunnel) and through
+# connectserver and connectclient tunnel (./integration), and method calls
+# and events through the real binaries while the link is broken SOAKCUTS
+# times. `make test` runs 20, 10 and 50.
 SOAKCUTS ?= 500
 soak:
 	CONNECT_REQUIRE_SOAK=1 CONNECT_SOAK_CUTS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'Soak' -v ./tunnel/
+	CONNECT_REQUIRE_SOAK=1 CONNECT_SOAK_CUTS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'TunnelSoak' -v ./integration/
 	CONNECT_RESUME_BREAKS=$(SOAKCUTS) $(GO) test -count=1 -timeout 60m -run 'TestResumeLinkBreaks$$' -v ./integration/
 
 # Benchmarks print ratios against raw baselines measured in the same run;

@@ -27,6 +27,7 @@ type link struct {
 	datagram bool
 	welcome  *wire.Welcome
 	sess     *sessLink // the session layer (session.go)
+	features uint64    // Hello's feature bits (wire.FeatureTunnel for a tunnel's link)
 
 	mu      sync.Mutex
 	pending map[uint64]chan struct{}
@@ -62,7 +63,7 @@ func (c *Client) attempt(ctx context.Context) (*link, error) {
 
 func (l *link) register(ctx context.Context, cfg Config) (*wire.Welcome, error) {
 	hello := &wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version, ClientID: cfg.ClientID,
-		Token: cfg.Token, ClientName: cfg.Name}
+		Token: cfg.Token, ClientName: cfg.Name, Features: l.features}
 	if err := l.wc.WriteMessage(hello); err != nil {
 		return nil, fmt.Errorf("registration: sending Hello: %w", err)
 	}

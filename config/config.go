@@ -107,6 +107,9 @@ type Server struct {
 	Configuration []ConfigGroup
 	// Diagnostics says what the server measures and shows.
 	Diagnostics Diagnostics
+	// Tunnels are the TCP targets clients may reach through tunnel
+	// streams, in file order (tunnel.go).
+	Tunnels []Tunnel
 }
 
 // Dashboard access modes (<diagnostics dashboard="..">).

@@ -281,11 +281,11 @@ func TestBadInputs(t *testing.T) {
 			`c.xml:2: connectionAdapter[1] attribute "address" is required`,
 			`c.xml:3: connectionAdapter[1] attribute "adress" unknown (known: name, type, plugin, address)`}},
 		{"unknown element", "<connectserver>\n<htp address=\"off\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`}},
+			`c.xml:2: connectserver element <htp> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics, tunnel)`}},
 		{"child of a leaf", "<connectserver>\n<http address=\"off\">\n<port/>\n</http>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:3: http element <port> unknown (http has no child elements)`}},
 		{"prefixed element and attribute", "<connectserver xmlns:x=\"urn:x\">\n<x:http address=\"off\"/>\n<log x:level=\"info\"/>\n" + adapterTCP + "\n</connectserver>", []string{
-			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`,
+			`c.xml:2: connectserver element <x:http> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics, tunnel)`,
 			`c.xml:3: log attribute "x:level" unknown (known: level, format)`}},
 		{"attribute on authentication", "<connectserver>\n<authentication mode=\"x\"/>\n" + adapterTCP + "\n</connectserver>", []string{
 			`c.xml:2: authentication attribute "mode" unknown (authentication has no attributes)`}},
@@ -425,7 +425,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`connectserver.xml:8: connectionAdapter[3] attribute "adress" unknown (known: name, type, plugin, address)`,
 		`connectserver.xml:8: connectionAdapter[3] attribute "address" is required`,
 		`connectserver.xml:8: connectionAdapter[3]: type example.bearer.ws is not a stock bearer (stock: connect.bearer.ssl, connect.bearer.tcp, connect.bearer.udp); name its executable with plugin="..."`,
-		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics)`,
+		`connectserver.xml:9: connectserver element <bogus> unknown (known: http, stateDir, log, authentication, registration, plugins, resume, connectionAdapter, service, configuration, policy, remoteServices, diagnostics, tunnel)`,
 	}
 	_, err := Parse("connectserver.xml", []byte(doc))
 	got := problemLines(t, err)

@@ -26,7 +26,7 @@ import (
 const rootTag = "connectserver"
 
 var (
-	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "resume", "connectionAdapter", "service", "configuration", "policy", "remoteServices", "diagnostics"}
+	rootChildren     = []string{"http", "stateDir", "log", "authentication", "registration", "plugins", "resume", "connectionAdapter", "service", "configuration", "policy", "remoteServices", "diagnostics", "tunnel"}
 	authChildren     = []string{"token", "certificates"}
 	adapterChildren  = []string{"attribute"}
 	adapterAttrs     = []string{"name", "type", "plugin", "address"}
@@ -225,7 +225,8 @@ func (p *parser) server(rn *node) *Server {
 	p.noText(rn)
 	var adapters []*adapterNode
 	services := map[string]int{} // name -> line
-	p.children(rn, rootChildren, []string{"connectionAdapter", "service"}, func(tag string, n *node) {
+	tunnels := map[string]int{}  // name -> line
+	p.children(rn, rootChildren, []string{"connectionAdapter", "service", "tunnel"}, func(tag string, n *node) {
 		switch tag {
 		case "http":
 			p.http(n, s)
@@ -288,8 +289,13 @@ func (p *parser) server(rn *node) *Server {
 			s.RemoteServices = p.remoteServices(n) // remote.go
 		case "diagnostics":
 			p.diagnostics(n, s)
+		case "tunnel":
+			if t, ok := p.tunnel(n, tunnels); ok { // tunnel.go
+				s.Tunnels = append(s.Tunnels, t)
+			}
 		}
 	})
+	p.checkTunnelNames(s)
 	if len(adapters) == 0 {
 		p.add(rn.line, "%s has no <connectionAdapter>; declare at least one bearer to listen on", rootTag)
 	}

@@ -206,6 +206,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	fmt.Fprintf(&b, "# HELP connect_resume_streams Clients' resume streams now (detached: waiting for their client to come back).\n# TYPE connect_resume_streams gauge\n")
 	fmt.Fprintf(&b, "connect_resume_streams{state=\"attached\"} %d\nconnect_resume_streams{state=\"detached\"} %d\n", streams-detached, detached)
+	s.writeTunnelMetrics(&b) // tunnels.go
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write([]byte(b.String()))
 }

@@ -49,6 +49,10 @@ type clientConn struct {
 	tokenName  string // the <token name=".."> the client presented, if named
 	since      time.Time
 
+	// tunnel: registered with wire.FeatureTunnel, an additional connection
+	// of the client id carrying one tunnel stream (tunnels.go).
+	tunnel bool
+
 	// stats are the connection's measurements, nil when diagnostics are
 	// off; pinger sends the server's keepalive pings once registered.
 	stats  *connStats
@@ -169,6 +173,13 @@ func (c *clientConn) register() error {
 		c.tokenName = c.s.cfg.Auth.TokenNames[hello.Token]
 	}
 	c.peerMaxPayload = int(hello.MaxPayload)
+	if hello.Features&wire.FeatureTunnel != 0 {
+		if c.adapter.sup.Status().Capabilities.Has(bearers.Datagram) {
+			c.reject(wire.RejectProtocol, false, "tunnels need a stream bearer (tcp, ssl), not "+c.adapter.cfg.Name)
+			return errors.New("a tunnel connection over a datagram bearer")
+		}
+		c.tunnel = true
+	}
 	if err := c.welcome(); err != nil {
 		return fmt.Errorf("sending Welcome: %w", err)
 	}
@@ -177,7 +188,11 @@ func (c *clientConn) register() error {
 	s := c.s
 	s.mu.Lock()
 	old := s.clients[c.clientID]
-	s.clients[c.clientID] = c
+	if c.tunnel { // an additional connection: the client's own stays
+		old = nil
+	} else {
+		s.clients[c.clientID] = c
+	}
 	c.registered = true
 	s.mu.Unlock()
 	if old != nil {
@@ -197,6 +212,7 @@ func (c *clientConn) welcome() error {
 		PingIntervalMillis: uint32(c.s.opts.PingInterval / time.Millisecond),
 		PingWindowMillis:   uint32(c.s.pingWindow() / time.Millisecond),
 		MaxPayload:         uint32(wire.DefaultMaxPayload),
+		Features:           c.features(),
 	})
 }
 
@@ -265,7 +281,7 @@ func (c *clientConn) serve() {
 				c.serveResume(m)
 				return
 			}
-			if m.Channel == session.Channel {
+			if m.Channel == session.Channel && !c.tunnel { // a tunnel connection carries its stream only
 				c.sessionLayer().handle(m.Payload)
 			} else {
 				c.s.metrics.unhandled.Add(1) // channels of later layers

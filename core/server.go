@@ -95,6 +95,7 @@ type Server struct {
 
 	remote remoteRegistry // the services runners provide (remote.go)
 	relay  relayState     // the secondary endpoint (relay.go)
+	tun    tunnelRegistry // tunnel streams (tunnels.go)
 }
 
 type adapter struct {

@@ -176,6 +176,10 @@ func (c *clientConn) serveResume(first *wire.Data) {
 		}
 		return
 	}
+	if c.tunnel || s.isTunnelStream(st.ID()) {
+		c.serveTunnel(st, hc) // tunnels.go
+		return
+	}
 	sc := s.streamFor(st, c)
 	if sc == nil {
 		hc.Close()

@@ -68,7 +68,14 @@ func wrapConn(f *os.File, m *bearerpb.Connection, scheme string) (bearers.Conn, 
 		if !ok {
 			return wrong("a TCP socket")
 		}
-		c.local, c.remote = tc.LocalAddr(), tc.RemoteAddr()
+		// A socket the peer already reset has no peer name (RemoteAddr
+		// nil): keep the plugin's report then.
+		if la := tc.LocalAddr(); la != nil {
+			c.local = la
+		}
+		if ra := tc.RemoteAddr(); ra != nil {
+			c.remote = ra
+		}
 	case bearerpb.Handoff_HANDOFF_STREAM_RELAY, bearerpb.Handoff_HANDOFF_DATAGRAM_RELAY:
 		if _, ok := nc.(*net.UnixConn); !ok {
 			return wrong("a unix socket")

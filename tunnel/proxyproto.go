@@ -112,3 +112,11 @@ func ParseProxyV2(r io.Reader) (ProxyHeader, error) {
 	h.Destination = netip.AddrPortFrom(da, binary.BigEndian.Uint16(body[2*alen+2:]))
 	return h, nil
 }
+
+// AppendProxyV2Local appends a PROXY protocol v2 header with the LOCAL
+// command and no addresses: the connection is the proxy's own (the tunnel
+// writes it when the client's address is not an IP address and port).
+func AppendProxyV2Local(b []byte) []byte {
+	b = append(b, proxySig[:]...)
+	return append(b, proxyV2Local, 0, 0, 0)
+}

@@ -70,8 +70,8 @@ type Hello struct {
 	// ClientName is a human-readable name for logs, at most MaxNameLen
 	// bytes of UTF-8.
 	ClientName string // tag 5
-	// Features is a bit set of optional features the client supports. No
-	// bit is defined in version 1; receivers ignore bits they do not know.
+	// Features is a bit set of optional features the client supports
+	// (features.go); receivers ignore bits they do not know.
 	Features uint64 // tag 6
 	// MaxPayload is the largest payload the client accepts; zero means
 	// DefaultMaxPayload. At most MaxFrameHardLimit. The server must not

@@ -13,6 +13,7 @@
 //	events SERVICE [EVENT]...          print events until interrupted or --count N
 //	watch SERVICE [PATH]               print runtime data, then its changes
 //	top [--json]                       live view of the server's figures (Diagnostics); q quits
+//	tunnel --listen ADDR --service NAME  carry local TCP connections to the server's tunnel NAME
 //	version                            print the version
 //
 // Human output by default, --json for scripts. Exit status 0 on success, 1
@@ -56,6 +57,7 @@ type options struct {
 	timeout, regTimeout               time.Duration
 	count                             int
 	interval                          time.Duration
+	listen, service                   string // tunnel
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -81,6 +83,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.linkInsecure, "link-insecure", false, "ssl direct links: do not verify the runner's certificate (development only); gives the client an ssl adapter for direct links")
 	fs.BoolVar(&o.noDirect, "no-direct", false, "open no direct links to services' runners: route everything through the server")
 	fs.BoolVar(&o.linkStats, "link-stats", false, "call: print the session's links and what each carried on stderr")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "tunnel: accept local TCP connections on `ADDR`")
+	fs.StringVar(&o.service, "service", "", "tunnel: the server's tunnel `NAME` (a <tunnel> of its configuration)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: connectclient [flags] COMMAND [ARG]...\n\nCommands:\n%s\nFlags:\n%s", commandUsage, fs.FlagUsages())
 	}
@@ -108,6 +112,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			return cli.Usagef("top takes no arguments")
 		}
 		return top(&o, stdout, stderr)
+	case "tunnel":
+		if fs.NArg() > 1 {
+			return cli.Usagef("tunnel takes no arguments (--listen ADDR --service NAME)")
+		}
+		return tunnelCommand(&o, stdout, stderr) // tunnel.go
 	case "services", "describe", "call", "events", "watch":
 		return serviceCommand(&o, cmd, fs.Args()[1:], stdout, stderr)
 	default:

@@ -35,6 +35,9 @@ const commandUsage = `  ping                                 connect, register a
                                        changes, until interrupted or --count N
   top [--json]                         live view of the server's figures (the Diagnostics service), sorted by
                                        traffic; q quits; --json prints one snapshot
+  tunnel --service NAME [--listen ADDR]  accept local TCP connections on ADDR (default 127.0.0.1:0) and
+                                       carry each through its own resumable stream to the server's tunnel
+                                       NAME; prints where it listens; runs until interrupted
   version                              print the version
 `
 
