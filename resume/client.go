@@ -74,9 +74,12 @@ func Open(ctx context.Context, dial DialFunc, cfg *Config) (*Stream, error) {
 
 // redialLoop reconnects the client stream each time its connection fails.
 //
-// A connection that fails within RetryMax of being attached does not reset
-// the backoff: a peer that accepts resumes and then drops them at once gets
-// backed off from, not hammered.
+// A connection that fails within RetryMax of being attached without having
+// moved a message either way does not reset the backoff: a peer that
+// accepts resumes and then drops them at once gets backed off from, not
+// hammered. One that moved messages did its job; the next break starts with
+// the fast retries again (a path that breaks often but works in between
+// must not drift into long backoffs).
 func (s *Stream) redialLoop() {
 	defer s.wg.Done()
 	attempts := 0
@@ -88,7 +91,10 @@ func (s *Stream) redialLoop() {
 			return
 		}
 		l.wg.Wait() // the old connection's goroutines are gone: its state is final
-		if time.Since(l.attachedAt) >= s.cfg.RetryMax {
+		s.mu.Lock()
+		progress := s.acked > l.ackedAtAttach || s.recvd > l.recvdAtAttach
+		s.mu.Unlock()
+		if progress || time.Since(l.attachedAt) >= s.cfg.RetryMax {
 			attempts = 0
 		}
 		var err error

@@ -622,7 +622,8 @@ func (s *Stream) install(conn wire.Conn, peerRecv uint64, peerReplay uint64, pee
 	}
 	s.ackThrough(peerRecv)
 	l := &link{s: s, conn: conn, kick: make(chan struct{}, 1), done: make(chan struct{}),
-		writerDone: make(chan struct{}), attachedAt: time.Now(), next: peerRecv + 1, recvNext: s.recvd + 1}
+		writerDone: make(chan struct{}), attachedAt: time.Now(), next: peerRecv + 1, recvNext: s.recvd + 1,
+		ackedAtAttach: s.acked, recvdAtAttach: s.recvd}
 	s.ackedIn, s.unacked, s.ackNow, s.ackAt = s.recvd, 0, false, time.Time{}
 	s.requeuePings()
 	s.peerReplay = int(min(peerReplay, 1<<30))
@@ -789,6 +790,11 @@ type link struct {
 
 	writerDone chan struct{} // closed when the writer exits
 	attachedAt time.Time
+
+	// What the stream had acknowledged and received when the connection
+	// was attached: a connection that moved messages either way made
+	// progress (client.go, redialLoop).
+	ackedAtAttach, recvdAtAttach uint64
 
 	stopOnce sync.Once
 

@@ -597,3 +597,43 @@ func TestHandshakeTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestBackoffAfterProgress: a connection that moved messages resets the
+// backoff, so a path broken again and again while data flows is redialed
+// at once every time; connections that break before moving anything are
+// backed off from after the fast retries (RetryFast).
+func TestBackoffAfterProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newPipeNet(t, nil)
+		c, s := openPipe(t, n, nil)
+		for i := range 10 { // each connection carries a message, then breaks
+			mustSend(t, s, fmt.Appendf(nil, "m%d", i))
+			mustRecv(t, c, fmt.Appendf(nil, "m%d", i))
+			before := n.dials()
+			n.relay().cut()
+			synctest.Wait() // no virtual time passes
+			if got := n.dials(); got != before+1 {
+				t.Fatalf("break %d after progress: %d redials without waiting, want 1", i+1, got-before)
+			}
+		}
+		if st := c.Stats(); st.Attaches != 11 {
+			t.Fatalf("attaches %d, want 11", st.Attaches)
+		}
+		// Now connections that carry nothing: the fast attempts
+		// (RetryFast, counting the one that made the last connection)
+		// run out, and the next redial waits.
+		fast := 0
+		for range DefaultConfig().RetryFast + 2 {
+			before := n.dials()
+			n.relay().cut()
+			synctest.Wait()
+			if n.dials() == before {
+				break
+			}
+			fast++
+		}
+		if want := DefaultConfig().RetryFast - 1; fast != want {
+			t.Fatalf("%d redials without waiting after breaks without progress, want RetryFast-1 = %d", fast, want)
+		}
+	})
+}
