@@ -93,6 +93,12 @@ type Config struct {
 	// LinkOpenTimeout bounds opening one direct link (dial and LinkOpen).
 	// Default 5s.
 	LinkOpenTimeout time.Duration
+	// LinkResume tunes the resume streams that carry reliable direct links
+	// (direct_resume.go). Nil means resume.DefaultConfig() with a linger
+	// window of DefaultLinkLinger, the keepalive interval and dead-path
+	// window the server announces, and the direct links' reopening backoff
+	// (250ms to 5s). Its Logger defaults to Logger.
+	LinkResume *resume.Config
 	// OnState, if set, is called with Connecting when Dial starts and then
 	// on every state change, with the error that caused a fall back to
 	// Connecting. It must not block.

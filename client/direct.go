@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
@@ -39,17 +40,21 @@ import (
 // that link: they reach Subscribe's and Watch's channels like those from
 // the server (subscriptions and watches are made with the server, which
 // leaves out what comes directly). Each direct link has a reader and a
-// keepalive goroutine, owned by the session. A link that breaks is down
-// from then on, as above (it is not reopened); calls waiting on it fail
-// with an error matching ErrLinkLost. Closing or ending the session
-// closes its links.
+// keepalive goroutine, owned by the session. A reliable link of a session
+// with a secret rides a resume stream and survives breaks
+// (direct_resume.go). Any other link that breaks, or a stream lost for
+// good, is down, as above, until it is reopened; calls waiting on it fail
+// with an error matching ErrLinkLost. Closing or ending the session closes
+// its links.
 //
 // Every link counts the session's messages and bytes, in both directions
 // (LinkStats): that is how a test proves which link a message used.
 
-// ErrLinkLost: a direct link to the service's runner broke before the
-// runner answered; whether the method ran is unknown. The session goes on:
-// later calls take the route's fallback, if it has one.
+// ErrLinkLost: a direct link to the service's runner was lost before the
+// runner answered (a link without a resume stream broke, or a link's
+// stream was lost for good); the error says whether the method may have
+// run. The session goes on: later calls take the route's fallback, if it
+// has one.
 var ErrLinkLost = errors.New("a direct link to the service's runner was lost")
 
 const (
@@ -174,6 +179,14 @@ type LinkStats struct {
 	// because their session tag did not verify or they were replays
 	// (docs/PROTOCOL.md §15.1).
 	Rejected uint64 `json:"rejected,omitempty"`
+	// Resumable is true when the link rides a resume stream (a reliable
+	// link of a session with a secret, docs/ROUTING.md "When a direct link
+	// breaks or moves"); Attaches then counts the connections the stream
+	// attached (1 + resumptions), and Connected says whether one carries
+	// it now (false while it resumes).
+	Resumable bool `json:"resumable,omitempty"`
+	Attaches  int  `json:"attaches,omitempty"`
+	Connected bool `json:"connected,omitempty"`
 }
 
 func (st *LinkStats) fill(c *linkCounter) {
@@ -214,9 +227,19 @@ type directLink struct {
 	sl     *sessLink // its requests and the dispatch of what arrives
 	ctr    *linkCounter
 	openID uint64 // the LinkOpen's id, which the runner's DataChanges carry
+	// key is the link's resume key when it asks for (and, after open, got)
+	// a resume stream; st is that stream (direct_resume.go).
+	key []byte
+	st  *resume.Stream
+	cur linkConnRef // the stream's connection now
 }
 
-func (dl *directLink) close() { dl.l.close() }
+func (dl *directLink) close() {
+	if dl.st != nil { // direct_resume.go
+		dl.st.Close()
+	}
+	dl.l.close()
+}
 
 // LinkStats returns the session's links, in the order of its routing
 // document (the server link first), with their state and counters.
@@ -239,6 +262,9 @@ func (s *Session) LinkStats() []LinkStats {
 			st.fill(c)
 		}
 		st.Rejected = s.tagRejected(l.Name)
+		if dl := s.direct.links[l.Name]; dl != nil {
+			dl.fillStream(&st) // direct_resume.go
+		}
 		out = append(out, st)
 	}
 	return out
@@ -387,8 +413,22 @@ func (s *Session) openLinks(ctx context.Context) error {
 	return nil
 }
 
-// dial opens one direct link: dial, frame, LinkOpen.
+// dial opens one direct link: dial, frame, LinkOpen, and the link's
+// resume stream when it has one (direct_resume.go).
 func (s *Session) dial(ctx context.Context, l routing.Link) (*directLink, error) {
+	dl, err := s.dialConn(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.startLinkStream(ctx, dl); err != nil {
+		dl.close()
+		return nil, err
+	}
+	return dl, nil
+}
+
+// dialConn opens one direct link's connection: dial, frame, LinkOpen.
+func (s *Session) dialConn(ctx context.Context, l routing.Link) (*directLink, error) {
 	b := s.c.linkBearer(l.Bearer)
 	if b == nil {
 		return nil, fmt.Errorf("the client has no %s adapter", l.Bearer)
@@ -418,6 +458,9 @@ func (s *Session) dial(ctx context.Context, l routing.Link) (*directLink, error)
 		ctr = &linkCounter{}
 	}
 	dl := &directLink{s: s, name: l.Name, link: l, l: lk, ctr: ctr}
+	if !lk.datagram {
+		dl.key = s.linkResumeKey(l.Name) // direct_resume.go
+	}
 	dl.sl = newLinkSessions(lk, s.c.log)
 	dl.sl.direct = dl
 	dl.sl.sessions[s.ID] = s
@@ -433,7 +476,7 @@ func (s *Session) dial(ctx context.Context, l routing.Link) (*directLink, error)
 func (dl *directLink) open(ctx context.Context) error {
 	sl, lk := dl.sl, dl.l
 	dl.openID = sl.nextID.Add(1)
-	m := &session.LinkOpen{ID: dl.openID, Session: dl.s.ID, Link: dl.name, Token: dl.link.Token}
+	m := &session.LinkOpen{ID: dl.openID, Session: dl.s.ID, Link: dl.name, Token: dl.link.Token, Resume: dl.key != nil}
 	n, err := sl.sendN(ctx, "open link", m)
 	if err != nil {
 		return err
@@ -492,12 +535,15 @@ func (dl *directLink) open(ctx context.Context) error {
 				if r.ID == dl.openID {
 					dl.ctr.received(r, len(msg.Payload))
 					lk.bc.SetReadDeadline(time.Time{})
+					if !r.Resume {
+						dl.key = nil // a runner without resume streams: a plain link
+					}
 					return nil
 				}
 			case *session.Error:
 				if r.ID == dl.openID {
 					dl.ctr.received(r, len(msg.Payload))
-					return fmt.Errorf("the runner refused the link: %s", r.Message)
+					return &linkRefusedError{msg: r.Message} // direct_resume.go
 				}
 			}
 			// Anything else before the answer (a datagram overtaking
@@ -522,6 +568,10 @@ func (s *Session) pingInterval(dl *directLink) time.Duration {
 // startLink runs an open link's reader and keepalive, as pumps of the
 // session (Close and Client.Close wait for them).
 func (s *Session) startLink(dl *directLink) {
+	if dl.st != nil {
+		s.startStreamLink(dl) // direct_resume.go
+		return
+	}
 	if s.addPump() != nil {
 		dl.close()
 		return

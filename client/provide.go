@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/services"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/session"
@@ -104,6 +105,12 @@ type ProviderConfig struct {
 	// ProvideService, on every connection: err is nil when it accepted the
 	// service, the *Error it answered otherwise. It must not block.
 	OnProvided func(service string, err error)
+	// LinkResume tunes the resume.Table of the streams that carry reliable
+	// direct links (provide_resume.go). Nil means resume.DefaultConfig()
+	// with a linger window of DefaultLinkLinger, the keepalive interval and
+	// dead-path window the server announces, and room for as many streams
+	// as direct links. Its Logger defaults to Logger.
+	LinkResume *resume.Config
 	// Logger; default discards.
 	Logger *slog.Logger
 }

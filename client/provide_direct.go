@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bearerkit/connect/bearers"
+	"github.com/bearerkit/connect/resume"
 	"github.com/bearerkit/connect/routing"
 	"github.com/bearerkit/connect/services/servicefile"
 	"github.com/bearerkit/connect/session"
@@ -92,6 +93,7 @@ type directRunner struct {
 	stopped bool
 	tags    tagRegistry // tagged datagram links (unreliable.go)
 	tagWarn rateLimit
+	resume  linkResume // resume streams of reliable links (provide_resume.go)
 }
 
 // directSession is a session whose direct links the provider may accept.
@@ -104,6 +106,10 @@ type directSession struct {
 	links map[string]*directConn // bound, by link name; guarded by directRunner.mu
 	// tagged: its datagram links carry session tags (unreliable.go).
 	tagged bool
+	// linkKey is the session's link key (RemoteOpen.LinkKey), nil without
+	// one; with one, its links over stream bearers ride resume streams
+	// (provide_resume.go).
+	linkKey []byte
 }
 
 // effective returns the bound link that rt's messages take now, or nil
@@ -225,6 +231,7 @@ func (p *Provider) stopLinks() {
 	for _, l := range p.cfg.Listeners {
 		l.Listener.Close()
 	}
+	d.resume.close() // provide_resume.go: the streams say goodbye
 	for _, c := range conns {
 		c.close()
 	}
@@ -289,6 +296,9 @@ func (p *Provider) addDirectSession(svc *provided, m *session.RemoteOpen) {
 	ds := &directSession{svc: svc, id: m.Session, token: m.Token, doc: doc, table: routing.NewTable(doc), links: map[string]*directConn{}}
 	d := &p.direct
 	ds.tagged = d.tags.addSession(m.Session, doc, m.LinkKey, p.isDatagramBearer)
+	if len(m.LinkKey) == session.LinkKeySize {
+		ds.linkKey = m.LinkKey
+	}
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -401,6 +411,12 @@ type directConn struct {
 	wake    chan struct{}
 
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+
+	// st is the resume stream the link rides, once bound; handedOff marks
+	// a connection given to a stream that another directConn serves
+	// (provide_resume.go).
+	st        atomic.Pointer[resume.Stream]
+	handedOff atomic.Bool
 }
 
 // newDirectConn registers an accepted connection; nil when the provider
@@ -441,7 +457,7 @@ func (p *Provider) newDirectConn(bc bearers.Conn, info bearers.Info) *directConn
 func (dc *directConn) close() {
 	dc.once.Do(func() {
 		dc.cancel()
-		dc.wc.Close()
+		dc.closeIO() // provide_resume.go
 		d := &dc.p.direct
 		d.mu.Lock()
 		delete(d.conns, dc)
@@ -462,8 +478,11 @@ func (dc *directConn) serve() {
 		}
 		return
 	}
+	if dc.handedOff.Load() {
+		return // a connection that resumed a stream (provide_resume.go)
+	}
 	dc.p.log.Info("direct link open", "service", dc.ds.svc.name, "session", dc.ds.id, "link", dc.name, "from", from)
-	err := dc.read()
+	err := dc.readLink() // provide_resume.go
 	if dc.ctx.Err() != nil {
 		err = errors.New("the session or the runner closed it")
 	}
@@ -541,8 +560,15 @@ func (dc *directConn) bind(lo *session.LinkOpen) error {
 	if why := dc.checkTagged(ds, lo); why != "" { // unreliable.go
 		return refuse(why)
 	}
+	if why := dc.checkResume(ds, lo); why != "" { // provide_resume.go
+		return refuse(why)
+	}
 	if d.stopped {
 		return refuse("the runner is stopping")
+	}
+	if dc.resumes(ds, lo) {
+		d.mu.Unlock()
+		return dc.bindResume(ds, lo) // provide_resume.go
 	}
 	old := ds.links[lo.Link]
 	ds.links[lo.Link] = dc
@@ -814,6 +840,9 @@ func (dc *directConn) write(m session.Message) bool {
 			dc.p.log.Warn("a message for a direct link was not sent", "link", dc.name, "kind", m.Kind().String(), "error", err, "suppressed", n)
 		}
 		return true
+	}
+	if st := dc.st.Load(); st != nil {
+		return dc.sendStream(st, m, b) // provide_resume.go
 	}
 	if !dc.datagram {
 		dc.bc.SetWriteDeadline(time.Now().Add(linkWriteTimeout))

@@ -108,11 +108,12 @@ type lostError struct {
 	op    string
 	cause error
 	link  string
+	id    uint64 // the request's id, when known
 }
 
 func (e *lostError) Error() string {
 	if e.link != "" {
-		return fmt.Sprintf("%s: no answer: the direct link %q to the service's runner was lost (%v); whether it ran is unknown", e.op, e.link, e.cause)
+		return fmt.Sprintf("%s: no answer: the direct link %q to the service's runner was lost (%v); %s", e.op, e.link, e.cause, ranVerdict(e.cause, e.id))
 	}
 	return fmt.Sprintf("%s: no answer: %v (%v)", e.op, ErrConnectionLost, e.cause)
 }
@@ -362,7 +363,7 @@ func (sl *sessLink) roundTripOn(ctx context.Context, op string, build func(id ui
 		select {
 		case r = <-p.ch: // answered just before the end
 		default:
-			return nil, sl.lost(op, sl.cause())
+			return nil, sl.lostID(op, id, sl.cause()) // direct_resume.go
 		}
 	case <-ctx.Done():
 		unregister()

@@ -245,18 +245,25 @@ func (s *Session) tagged(link string, bc bearers.Conn) (bearers.Conn, int) {
 // its runner again and sends a Ping from the new socket at once; the
 // runner follows the link to the new address on that datagram, whose
 // session tag it checks. Nothing else changes: no new LinkOpen, no new
-// session. Links without tags (a session without a secret) and stream
-// links are left alone (stream links come back by reopening). It returns
-// the number of links moved, and the first dial error.
+// session. Stream links on resume streams drop their connection, so that
+// their stream redials and resumes at once from the new network
+// (direct_resume.go). Links without tags (a session without a secret) and
+// other stream links are left alone (they come back by reopening). It
+// returns the number of datagram links moved, and the first dial error.
 func (s *Session) Roam(ctx context.Context) (int, error) {
 	s.mu.Lock()
-	var dls []*directLink
+	var dls, streams []*directLink
 	for _, dl := range s.direct.links {
 		if _, ok := dl.l.bc.(*tagConn); ok {
 			dls = append(dls, dl)
+		} else if dl.st != nil {
+			streams = append(streams, dl)
 		}
 	}
 	s.mu.Unlock()
+	for _, dl := range streams {
+		dl.cur.drop()
+	}
 	moved := 0
 	var first error
 	for _, dl := range dls {

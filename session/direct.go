@@ -51,6 +51,11 @@ type LinkOpen struct {
 	Link    string // tag 3, required, ≤ MaxLinkName
 	// Token is the link's token from the routing document. Never logged.
 	Token string // tag 4, required, ≤ MaxToken
+	// Resume asks for a resume stream over the link (a stream bearer,
+	// a session with a link key; docs/PROTOCOL.md §15.3): a runner that
+	// agrees answers OK with Resume set, and the resume handshake follows
+	// on the connection.
+	Resume bool // tag 5
 }
 
 // LinksDown tells the server which direct links of a session the client
@@ -65,7 +70,7 @@ type LinksDown struct {
 }
 
 var (
-	namesLinkOpen  = []string{1: "id", 2: "session", 3: "link", 4: "token"}
+	namesLinkOpen  = []string{1: "id", 2: "session", 3: "link", 4: "token", 5: "resume"}
 	namesLinksDown = []string{1: "id", 2: "session", 3: "link"}
 )
 
@@ -75,7 +80,7 @@ func (*LinkOpen) Kind() Kind          { return KindLinkOpen }
 func (m *LinkOpen) RequestID() uint64 { return m.ID }
 func (m *LinkOpen) appendFields(dst []byte) []byte {
 	dst = appendString(appendUint(dst, 1, m.ID), 2, m.Session)
-	return appendString(appendString(dst, 3, m.Link), 4, m.Token)
+	return appendBool(appendString(appendString(dst, 3, m.Link), 4, m.Token), 5, m.Resume)
 }
 func (m *LinkOpen) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -87,6 +92,10 @@ func (m *LinkOpen) field(f wire.Field) (bool, error) {
 		return true, text(f, MaxLinkName, &m.Link)
 	case 4:
 		return true, text(f, MaxToken, &m.Token)
+	case 5:
+		v, err := f.Bool()
+		m.Resume = v
+		return true, err
 	}
 	return false, nil
 }
@@ -99,7 +108,11 @@ func (*LinkOpen) fieldName(tag uint64) string { return name(namesLinkOpen, tag) 
 
 // String shows the message without its token.
 func (m *LinkOpen) String() string {
-	return fmt.Sprintf("LinkOpen{id %d, session %q, link %q, token: %d bytes}", m.ID, m.Session, m.Link, len(m.Token))
+	resume := ""
+	if m.Resume {
+		resume = ", resume"
+	}
+	return fmt.Sprintf("LinkOpen{id %d, session %q, link %q, token: %d bytes%s}", m.ID, m.Session, m.Link, len(m.Token), resume)
 }
 
 // ---- LinksDown ----

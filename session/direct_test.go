@@ -27,6 +27,8 @@ func directSamples() []struct {
 		{"remote-open-link-key", &RemoteOpen{ID: 13, Service: "example.echo", Session: sid, Token: "q8Vt3kZ0pL2xY7wN",
 			LinkKey: bytes.Repeat([]byte{0xab}, LinkKeySize)}},
 		{"link-open", &LinkOpen{ID: 1, Session: sid, Link: "reliable:connect.bearer.tcp", Token: "q8Vt3kZ0pL2xY7wN"}},
+		{"link-open-resume", &LinkOpen{ID: 1, Session: sid, Link: "reliable", Token: "q8Vt3kZ0pL2xY7wN", Resume: true}},
+		{"ok-resume", &OK{ID: 1, Resume: true}},
 		{"links-down", &LinksDown{ID: 2, Session: sid, Links: []string{"unreliable", "secure"}}},
 		{"links-down-none", &LinksDown{ID: 3, Session: sid}},
 	}

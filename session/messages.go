@@ -361,6 +361,9 @@ type Result struct {
 // OK answers CloseSession, Subscribe and Stop.
 type OK struct {
 	ID uint64 // tag 1, required
+	// Resume, in answer to a LinkOpen with Resume, says that the runner
+	// runs a resume stream over the link (docs/PROTOCOL.md §15.3).
+	Resume bool // tag 2
 }
 
 // Snapshot answers Watch: the value at the watched path, encoded against
@@ -413,6 +416,7 @@ type SessionClosed struct {
 
 var (
 	namesID           = []string{1: "id"}
+	namesOK           = []string{1: "id", 2: "resume"}
 	namesDescribe     = []string{1: "id", 2: "service"}
 	namesStartSession = []string{1: "id", 2: "service", 3: "bearer", 4: "direct"}
 	namesSession      = []string{1: "id", 2: "session"}
@@ -1068,18 +1072,25 @@ func (*Result) fieldName(tag uint64) string { return name(namesResult, tag) }
 
 // ---- OK ----
 
-func (*OK) Kind() Kind                       { return KindOK }
-func (m *OK) ResponseTo() uint64             { return m.ID }
-func (m *OK) appendFields(dst []byte) []byte { return appendUint(dst, 1, m.ID) }
+func (*OK) Kind() Kind           { return KindOK }
+func (m *OK) ResponseTo() uint64 { return m.ID }
+func (m *OK) appendFields(dst []byte) []byte {
+	return appendBool(appendUint(dst, 1, m.ID), 2, m.Resume)
+}
 func (m *OK) field(f wire.Field) (bool, error) {
-	if f.Tag == 1 {
+	switch f.Tag {
+	case 1:
 		return true, uint64Field(f, &m.ID)
+	case 2:
+		v, err := f.Bool()
+		m.Resume = v
+		return true, err
 	}
 	return false, nil
 }
 func (m *OK) check() (uint64, error)    { return first(tagCheck{1, required(m.ID)}) }
 func (*OK) repeated(uint64) bool        { return false }
-func (*OK) fieldName(tag uint64) string { return name(namesID, tag) }
+func (*OK) fieldName(tag uint64) string { return name(namesOK, tag) }
 
 // ---- Snapshot ----
 
