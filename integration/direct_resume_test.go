@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -39,10 +40,24 @@ func (b proxiedBearer) Dial(ctx context.Context, _ bearers.Endpoint) (bearers.Co
 // returns the list's exact new length, the events are exactly 1, 2, 3, …,
 // the service's digest of the list equals the client's, no call went
 // through the server, and one resume stream carried the link throughout.
+//
+// In the relay variant the runner does not listen: the link goes to the
+// server's secondary endpoint (behind the proxy), which relays it to a
+// connection the runner dials on request; every resume goes through a new
+// connection request.
 func TestDirectReliableResumes(t *testing.T) {
+	t.Run("listen", func(t *testing.T) { testDirectReliableResumes(t, false) })
+	t.Run("relay", func(t *testing.T) { testDirectReliableResumes(t, true) })
+}
+
+func testDirectReliableResumes(t *testing.T, relay bool) {
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t, "tcp"))
 	linkPort := freePort(t, "tcp")
-	s := startServer(t, serverConfig{adapters: []string{adapterXML("tcp", "connect.bearer.tcp", ep, "")}}, true)
+	sc := serverConfig{adapters: []string{adapterXML("tcp", "connect.bearer.tcp", ep, "")}}
+	if relay {
+		sc.extra = fmt.Sprintf(`<resume secondaryBindPort="%d"/>`, linkPort)
+	}
+	s := startServer(t, sc, true)
 	xml, err := os.ReadFile("ledger/ledger.xml")
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +72,11 @@ func TestDirectReliableResumes(t *testing.T) {
 	if err := os.WriteFile(file, xml, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startRunner(t, s, t.TempDir(), "--server", ep, "--service", file, "--plugin", bin.ledger,
-		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d", linkPort))
+	runnerArgs := []string{"--server", ep, "--service", file, "--plugin", bin.ledger}
+	if !relay {
+		runnerArgs = append(runnerArgs, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", linkPort))
+	}
+	startRunner(t, s, t.TempDir(), runnerArgs...)
 	s.waitRemote("test.ledger", true)
 	proxy, err := faultproxy.New(fmt.Sprintf("127.0.0.1:%d", linkPort))
 	if err != nil {
@@ -170,5 +188,10 @@ func TestDirectReliableResumes(t *testing.T) {
 		t.Errorf("%s calls went through the server, want 1 (digest)", n)
 	}
 	sess.Close()
+	if relay {
+		if n, _ := strconv.Atoi(s.metric("connect_relay_links_total")); n < resets+1 {
+			t.Errorf("the server relayed %d links, want at least %d (one per attach)", n, resets+1)
+		}
+	}
 	t.Logf("%d calls and events over %d resets; the link's stream attached %d times", total, resets, st.Attaches)
 }
