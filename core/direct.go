@@ -183,22 +183,40 @@ func (r *sessionRoutes) setDown(links []string) (bool, error) {
 
 // linksDown answers a client's LinksDown: from now on the server sends the
 // session what falls back to it, starting with the current value of every
-// watched node.
-func (cs *connSessions) linksDown(m *session.LinksDown) session.Message {
+// watched node. The answer is queued before the session is marked ready,
+// so that the client reads the OK before those values (the writer writes
+// answers first).
+func (cs *connSessions) linksDown(m *session.LinksDown) {
+	s := cs.lookup(m.Session)
+	ans, ready := cs.setLinksDown(m)
+	cs.answerFor(s, countOther, ans)
+	if ready != nil {
+		ready.mu.Lock()
+		if !ready.closed {
+			cs.markReady(ready)
+		}
+		ready.mu.Unlock()
+	}
+}
+
+// setLinksDown records the links a client reported down; it returns the
+// answer and the session to mark ready (nil: none).
+func (cs *connSessions) setLinksDown(m *session.LinksDown) (session.Message, *clientSession) {
 	s, e := cs.session(m.ID, m.Session)
 	if e != nil {
-		return e
+		return e, nil
 	}
 	if s.routes == nil {
 		if len(m.Links) == 0 {
-			return &session.OK{ID: m.ID}
+			return &session.OK{ID: m.ID}, nil
 		}
-		return session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("session %s has no direct links", s.id))
+		return session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("session %s has no direct links", s.id)), nil
 	}
 	changed, err := s.routes.setDown(m.Links)
 	if err != nil {
-		return session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("session %s: %v", s.id, err))
+		return session.NewError(m.ID, session.CodeBadRequest, fmt.Sprintf("session %s: %v", s.id, err)), nil
 	}
+	var ready *clientSession
 	if changed {
 		cs.log.Info("the client reported direct links down", "service", s.hs.cfg.Name, "session", s.id, "links", m.Links)
 		s.mu.Lock()
@@ -208,11 +226,11 @@ func (cs *connSessions) linksDown(m *session.LinksDown) session.Message {
 			notify = notify || !w.muted
 		}
 		if notify && !s.closed {
-			cs.markReady(s)
+			ready = s
 		}
 		s.mu.Unlock()
 	}
-	return &session.OK{ID: m.ID}
+	return &session.OK{ID: m.ID}, ready
 }
 
 // Counting the messages of sessions on the server link.

@@ -378,7 +378,7 @@ func (cs *connSessions) handle(payload []byte) {
 	case *session.Stop:
 		cs.answerFor(cs.lookup(m.Session), countOther, cs.stop(m))
 	case *session.LinksDown:
-		cs.answerFor(cs.lookup(m.Session), countOther, cs.linksDown(m)) // direct.go
+		cs.linksDown(m) // direct.go
 	case *session.LinkOpen:
 		cs.answer(session.NewError(m.ID, session.CodeBadRequest, "LinkOpen opens a direct link to a service's runner: send it on the link, at the address of the routing document, not to the server"))
 	case *session.Cancel:
