@@ -438,6 +438,38 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Detach stops the client without ending its sessions: the connection is
+// dropped without a goodbye, as if the process had died, so the server
+// keeps the sessions for its linger window (`<resume linger>`), and the
+// state file (Config.StateFile) keeps listing them, so that a client
+// started again with the same client id and state file reclaims them
+// (Client.Reclaimed). For a planned restart; Close is the clean end.
+//
+// Over a connection without a resume stream (a datagram bearer, or
+// Config.NoResume) there is nothing to come back to, and Detach is Close.
+// Idempotent; Close after Detach does nothing more.
+func (c *Client) Detach() error {
+	c.mu.Lock()
+	cs := c.stream
+	c.mu.Unlock()
+	if cs == nil {
+		return c.Close()
+	}
+	// The state file first: what it holds now is what a restart reclaims;
+	// the sessions ending below on this side must not leave it.
+	c.store.close()
+	c.cancel()
+	c.mu.Lock()
+	cs = c.stream
+	c.mu.Unlock()
+	if cs != nil {
+		cs.st.Abandon()
+	}
+	c.setState(Closed, nil)
+	c.wg.Wait()
+	return nil
+}
+
 // notifyLocked wakes whoever waits for a change; c.mu is held.
 func (c *Client) notifyLocked() {
 	close(c.changed)

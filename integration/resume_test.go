@@ -917,3 +917,84 @@ func TestResumeSaturatedLink(t *testing.T) {
 	}
 	t.Logf("%d MiB in %v through a 2 MiB/s link, window %v: one attachment", got.Load()>>20, took.Round(time.Millisecond), testPingWindow)
 }
+
+// TestResumeClientDetach: a client that stops with Detach (a planned
+// restart) leaves its sessions on the server and in its state file; the
+// same client id started again reclaims them with their lists intact.
+func TestResumeClientDetach(t *testing.T) {
+	s, addr := resumeServer(t, "1m")
+	stateDir := t.TempDir()
+	stateFile := filepath.Join(t.TempDir(), "sessions.json")
+	logs := &syncBuffer{}
+	cfg, err := resumeClientConfig(addr, filepath.Join(s.stateDir, "token"), stateDir, stateFile,
+		slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c1, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 2 {
+		sess, err := c1.StartSession(ctx, ledgerService)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for v := int64(1); v <= int64(i+2); v++ {
+			if got, err := sess.Call(ctx, "append", map[string]any{"value": v}); err != nil || got != v {
+				t.Fatalf("append %d: %v, %v", v, got, err)
+			}
+		}
+		ids = append(ids, sess.ID)
+	}
+	if err := c1.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	c1.Close() // nothing more
+	sort.Strings(ids)
+	got, streams := s.sessions().clientView(cfg.ClientID.String())
+	if strings.Join(got, ",") != strings.Join(ids, ",") || streams != 1 {
+		t.Fatalf("after Detach the server holds %v in %d streams, want %v in 1", got, streams, ids)
+	}
+	if st := readState(t, stateFile); len(st.Sessions) != 2 {
+		t.Fatalf("after Detach the state file holds %d sessions, want 2", len(st.Sessions))
+	}
+	if open := s.ledgerOpen(); strings.Join(open, ",") != strings.Join(ids, ",") {
+		t.Fatalf("after Detach the service has sessions %v, want %v", open, ids)
+	}
+
+	c2, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	rec := c2.Reclaimed()
+	if len(rec) != 2 {
+		t.Fatalf("reclaimed %d sessions, want 2", len(rec))
+	}
+	for _, r := range rec {
+		if r.Err != nil || r.Session == nil {
+			t.Fatalf("session %s not restored: %v", r.ID, r.Err)
+		}
+		d, err := r.Session.Call(ctx, "digest", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 2
+		if d != ledgerDigest(2) {
+			n = 3
+		}
+		if d != ledgerDigest(n) {
+			t.Fatalf("session %s restored with list %v", r.ID, d)
+		}
+		if got, err := r.Session.Call(ctx, "append", map[string]any{"value": int64(n + 1)}); err != nil || got != int64(n+1) {
+			t.Fatalf("append after the reclaim: %v, %v", got, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("client log:\n%s", lastLines(logs.String(), 80))
+	}
+}

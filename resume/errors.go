@@ -15,6 +15,9 @@ var (
 	// ErrClosed: the stream was closed by this side's Close (or its
 	// Table's Close).
 	ErrClosed = errors.New("resume: stream closed")
+	// ErrAbandoned: this side dropped the stream with Abandon; the peer
+	// was not told and keeps its side for its linger window.
+	ErrAbandoned = errors.New("resume: stream abandoned by this side")
 	// ErrSendClosed: Send after CloseSend.
 	ErrSendClosed = errors.New("resume: send side closed")
 	// ErrMessageTooLarge: a message longer than the smaller of this side's

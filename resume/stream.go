@@ -512,6 +512,13 @@ func (s *Stream) CopyTo(ctx context.Context, w io.Writer) (int64, error) {
 // goroutine of the stream has exited; it returns nil.
 func (s *Stream) Close() error {
 	s.end(ErrClosed, &closeMsg{code: CloseNormal}, nil)
+	s.release()
+	return nil
+}
+
+// release frees what the ended stream still holds for Recv and waits for
+// its goroutines.
+func (s *Stream) release() {
 	s.mu.Lock()
 	for s.in.len() > 0 {
 		putBuf(s.in.pop().buf)
@@ -519,7 +526,20 @@ func (s *Stream) Close() error {
 	s.inBytes = 0
 	s.mu.Unlock()
 	s.wg.Wait()
-	return nil
+}
+
+// Abandon ends the stream on this side only: its connection is dropped
+// without the Close message, so the peer sees a lost connection and keeps
+// its side for its linger window, as after a crash. It is for a process
+// that stops on purpose and means to come back (a client that saved its
+// sessions' secrets to reclaim them after a restart). What was not yet
+// acknowledged stays with the peer's replay logic, not with this side,
+// which forgets everything. Later calls return ErrAbandoned (or the error
+// that ended the stream before). Idempotent; Close after Abandon does
+// nothing more.
+func (s *Stream) Abandon() {
+	s.end(ErrAbandoned, nil, nil)
+	s.release()
 }
 
 // Err returns the error that ended the stream, or nil while it lives.
@@ -759,7 +779,7 @@ func (s *Stream) end(err error, goodbye *closeMsg, cond func() error) bool {
 		}
 		l.stop(err)
 	}
-	if err != ErrClosed {
+	if err != ErrClosed && err != ErrAbandoned {
 		s.log.Info("resume: session ended", "err", err)
 	}
 	return true

@@ -637,3 +637,37 @@ func TestBackoffAfterProgress(t *testing.T) {
 		}
 	})
 }
+
+// TestAbandon: a client that abandons its stream drops the connection
+// without a goodbye; the server keeps its side for the linger window (as
+// after a crash) and then expires it; the client's stream is over.
+func TestAbandon(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		scfg := DefaultConfig()
+		n := newPipeNet(t, scfg)
+		c, s := openPipe(t, n, nil)
+		mustSend(t, c, []byte("before"))
+		mustRecv(t, s, []byte("before"))
+		c.Abandon()
+		c.Abandon() // idempotent
+		if err := c.Send(vctx(t), []byte("after")); !errors.Is(err, ErrAbandoned) {
+			t.Fatalf("Send after Abandon: %v", err)
+		}
+		synctest.Wait()
+		if s.Err() != nil || n.tbl.Len() != 1 {
+			t.Fatalf("the server's side ended at once: %v", s.Err())
+		}
+		if st := s.Stats(); st.Connected {
+			t.Fatalf("the server's side still has a connection: %+v", st)
+		}
+		time.Sleep(scfg.Linger)
+		synctest.Wait()
+		var exp *ExpiredError
+		if _, err := s.Recv(vctx(t)); !errors.As(err, &exp) {
+			t.Fatalf("server Recv after the linger window: %v", err)
+		}
+		if c.Close() != nil || !errors.Is(c.Err(), ErrAbandoned) {
+			t.Fatalf("the client's stream: %v", c.Err())
+		}
+	})
+}
