@@ -177,6 +177,10 @@ func NewProvider(cfg ProviderConfig) (*Provider, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.Relay != nil { // provide_relay_udp.go: the udp paths it dials are served as accepted
+		p.direct.udp = newRelayUDPListener()
+		p.cfg.Listeners = []ProviderListener{{Listener: p.direct.udp, Bearer: relayUDPBearer}}
+	}
 	for i, ps := range cfg.Services {
 		desc, err := servicefile.Parse(fmt.Sprintf("provided service %d", i+1), ps.XML)
 		if err != nil {

@@ -91,7 +91,8 @@ type directRunner struct {
 	sess    map[string]*directSession // sessions the server opened, by id
 	conns   map[*directConn]struct{}  // every link, handshaking or bound
 	stopped bool
-	tags    tagRegistry // tagged datagram links (unreliable.go)
+	tags    tagRegistry       // tagged datagram links (unreliable.go)
+	udp     *relayUDPListener // with Relay: the udp paths it dialed (provide_relay_udp.go)
 	tagWarn rateLimit
 	resume  linkResume // resume streams of reliable links (provide_resume.go)
 }

@@ -79,6 +79,14 @@ func (pl *provLink) connectRequest(m *session.ConnectRequest) {
 		pl.sendLater(session.NewError(m.ID, session.CodeUnsupported, "this runner accepts its direct links on its own endpoints; it takes no connection requests"))
 		return
 	}
+	if m.Datagram { // provide_relay_udp.go
+		pl.spawn(m.ID, func() session.Message {
+			ctx, cancel := context.WithTimeout(pl.ctx, linkHandshakeTimeout)
+			defer cancel()
+			return p.connectUDP(ctx, m, p.relayUDPAddr(m))
+		})
+		return
+	}
 	pl.spawn(m.ID, func() session.Message {
 		host := m.Host
 		if host == "" {

@@ -159,8 +159,9 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_service_events_total{service=%q} %d\n", sv.Name, sv.Events)
 	}
-	s.writeLinkMetrics(&b)  // direct.go
-	s.writeRelayMetrics(&b) // relay.go
+	s.writeLinkMetrics(&b)     // direct.go
+	s.writeRelayMetrics(&b)    // relay.go
+	s.writeRelayUDPMetrics(&b) // relay_udp_server.go
 	family("connect_sessions", "gauge", "Open client sessions per service.")
 	for _, sv := range snap.Services {
 		fmt.Fprintf(&b, "connect_sessions{service=%q} %d\n", sv.Name, sv.Sessions)

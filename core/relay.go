@@ -36,6 +36,9 @@ import (
 // token), forwards the LinkOpen and relays both ways, byte for byte, until
 // either side closes.
 //
+// Datagram (udp) links are relayed by the udp socket on the same port:
+// relay_udp.go.
+//
 // Goroutines: the acceptor (serveRelay) and one per accepted connection
 // (relayConn, which becomes the client-to-runner copier of a relayed
 // link; a second copier runs beside it), all owned by the Server's wait
@@ -66,6 +69,8 @@ type relayState struct {
 	mu      sync.Mutex
 	pending map[string]*relayWait // by one-time token
 	conns   map[net.Conn]struct{}
+
+	udp *udpRelay // the udp socket on the same port (relay_udp.go); nil if it could not bind
 
 	links, refused atomic.Uint64 // relayed links; connections refused
 	bytesIn        atomic.Uint64 // client → runner
@@ -129,9 +134,13 @@ func (s *Server) startRelay() error {
 	}
 	r.pending = map[string]*relayWait{}
 	r.conns = map[net.Conn]struct{}{}
+	s.startRelayUDP(ln.Addr().(*net.TCPAddr)) // relay_udp_server.go
 	s.log.Info("secondary endpoint: runners without listening sockets connect here when asked", "listen", "tcp://"+ln.Addr().String(), "announced_port", r.port)
 	stop := context.AfterFunc(s.ctx, func() {
 		ln.Close()
+		if r.udp != nil {
+			r.udp.pc.Close() // serve ends; its requests end with s.ctx
+		}
 		r.mu.Lock()
 		for c := range r.conns {
 			c.Close()
@@ -437,23 +446,42 @@ func (s *Server) writeRelayMetrics(b *strings.Builder) {
 }
 
 // relayRunner is what routing.Resolve knows of a runner that does not
-// listen: its one bearer is tcp, at the secondary endpoint addr, which is
-// also the address of every tcp <link> its service file declares. Links
-// over other bearers are not offered (their routes take their
-// alternatives).
-func relayRunner(desc *servicefile.Service, addr string) *routing.Runner {
+// listen: its bearer is tcp, at the secondary endpoint addr, which is
+// also the address of every tcp <link> its service file declares; and,
+// when udpAddr is not empty (the secondary endpoint's udp socket,
+// relay_udp.go, for a session whose datagram links carry session tags:
+// the relay finds and checks links by their tags), udp there, for the
+// unreliable link and every udp <link>. Links over other bearers are not
+// offered (their routes take their alternatives).
+func relayRunner(desc *servicefile.Service, addr, udpAddr string) *routing.Runner {
 	ep, err := bearers.ParseEndpoint(addr)
 	if err != nil { // made by relayEndpoint
 		return &routing.Runner{Bearer: relayBearer.Type}
 	}
 	r := &routing.Runner{Bearer: relayBearer.Type, Bearers: []bearers.Info{relayBearer}, Endpoints: []bearers.Endpoint{ep}}
-	for _, l := range desc.Routing.Links {
-		if l.Bearer == relayBearer.Type {
-			if r.Links == nil {
-				r.Links = map[string]bearers.Endpoint{}
-			}
-			r.Links[l.Name] = ep
+	var uep bearers.Endpoint
+	if udpAddr != "" {
+		if uep, err = bearers.ParseEndpoint(udpAddr); err == nil {
+			r.Bearers = append(r.Bearers, relayUDPBearer)
+			r.Endpoints = append(r.Endpoints, uep)
+		} else {
+			udpAddr = ""
 		}
+	}
+	for _, l := range desc.Routing.Links {
+		var e bearers.Endpoint
+		switch {
+		case l.Bearer == relayBearer.Type:
+			e = ep
+		case udpAddr != "" && l.Bearer == relayUDPBearer.Type:
+			e = uep
+		default:
+			continue
+		}
+		if r.Links == nil {
+			r.Links = map[string]bearers.Endpoint{}
+		}
+		r.Links[l.Name] = e
 	}
 	return r
 }

@@ -775,7 +775,7 @@ func (cs *connSessions) sessionRouting(m *session.StartSession, hs *hostedServic
 	}
 	runner := runnerSituation(rl.cs.bearerType(), endpoints)
 	if relay { // relay.go: the runner's links are the secondary endpoint's
-		runner = relayRunner(desc, cs.s.relayEndpoint(cs))
+		runner = relayRunner(desc, cs.s.relayEndpoint(cs), cs.s.relayUDPEndpoint(cs))
 	}
 	d, err := routing.Resolve(desc, routing.Situation{Session: id, Token: token,
 		Runner: runner, Client: clientSituation(m)})

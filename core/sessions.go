@@ -658,7 +658,8 @@ func (cs *connSessions) startSession(m *session.StartSession) session.Message {
 	if e != nil {
 		return e
 	}
-	hs.setLinkKey(id, secret) // unreliable.go: before the runner's RemoteOpen
+	hs.setLinkKey(id, secret)             // unreliable.go: before the runner's RemoteOpen
+	cs.s.relayUDPRegister(hs, id, secret) // relay_udp_server.go
 	ctx, cancel := context.WithTimeout(cs.ctx, sessionOpenTimeout)
 	err := p.OpenSession(ctx, serviceplugin.SessionInfo{ID: id, ClientID: cs.clientID.String()})
 	cancel()

@@ -19,11 +19,20 @@ import (
 	"github.com/bearerkit/connect/internal/statedir"
 )
 
-// listeningSockets returns the TCP sockets in LISTEN state and the UDP
-// sockets (a UDP socket that is bound waits for anyone's datagrams) that
+// listeningSockets returns the TCP sockets in LISTEN state and the
+// unconnected UDP sockets (a UDP socket that is bound and not connected
+// waits for anyone's datagrams; a connected one only for its peer's) that
 // process pid holds, as "proto local-address" strings: the socket inodes
 // of /proc/PID/fd matched against /proc/PID/net/{tcp,tcp6,udp,udp6}.
 func listeningSockets(t *testing.T, pid int) []string {
+	t.Helper()
+	l, _ := processSockets(t, pid)
+	return l
+}
+
+// processSockets returns what listeningSockets does, and the connected UDP
+// sockets of pid as "proto local-address remote-address" strings.
+func processSockets(t *testing.T, pid int) (listening, connectedUDP []string) {
 	t.Helper()
 	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
 	fds, err := os.ReadDir(fdDir)
@@ -40,7 +49,6 @@ func listeningSockets(t *testing.T, pid int) []string {
 			inodes[strings.TrimSuffix(ino, "]")] = true
 		}
 	}
-	var out []string
 	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
 		path := fmt.Sprintf("/proc/%d/net/%s", pid, proto)
 		f, err := os.Open(path)
@@ -58,11 +66,20 @@ func listeningSockets(t *testing.T, pid int) []string {
 			if strings.HasPrefix(proto, "tcp") && fields[3] != "0A" { // 0A: LISTEN
 				continue
 			}
-			out = append(out, proto+" "+fields[1])
+			// A udp socket has no LISTEN state: an unconnected (bound-only)
+			// one takes datagrams from anyone, so it counts as listening. A
+			// connected one (connect(2): its remote address is set, port
+			// not 0000) takes datagrams only from that peer: the runner's
+			// dialed path to the server's secondary endpoint, not listening.
+			if strings.HasPrefix(proto, "udp") && !strings.HasSuffix(fields[2], ":0000") {
+				connectedUDP = append(connectedUDP, proto+" "+fields[1]+" "+fields[2])
+				continue
+			}
+			listening = append(listening, proto+" "+fields[1])
 		}
 		f.Close()
 	}
-	return out
+	return listening, connectedUDP
 }
 
 // assertNeverListens checks the runner process and every process it
@@ -87,7 +104,7 @@ func assertNeverListens(t *testing.T, r *runner, when string) {
 // the server's secondary endpoint; every add travels on it (the client's
 // per-link counters, and the server's: no call through the server, the
 // relay's counters) while /proc shows that the runner and its plugin hold
-// no listening TCP socket and no UDP socket at any point. Then the runner
+// no listening TCP socket and no unconnected UDP socket at any point. Then the runner
 // is killed with SIGKILL and started again: the client's session gets its
 // relayed link back and the calls go direct again, still with nothing
 // listening.
@@ -240,4 +257,140 @@ func TestRunnerControlRestartLimit(t *testing.T) {
 	if !strings.Contains(logs, want) {
 		t.Fatalf("the runner's log does not say %q:\n%s", want, logs)
 	}
+}
+
+// TestRunnerNeverListensUnreliable: a runner without --listen serves
+// runtime data over a relayed unreliable (udp) link. The session's
+// document gives the unreliable link the server's secondary endpoint over
+// udp; the server asks the runner for a udp path (a ConnectRequest with
+// datagram set), the runner dials a connected udp socket, and the server
+// forwards the session-tagged datagrams both ways. High-rate meter.level
+// changes reach the client's watch over the unreliable link (its
+// counters; the server link carries none, the relay's datagram counter
+// grows), through a Roam of the client, while /proc shows that the runner
+// and its plugin never hold a listening socket (a connected udp socket is
+// not one).
+func TestRunnerNeverListensUnreliable(t *testing.T) {
+	r := &directRig{ep: fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t, "tcp"))}
+	secondary := freePort(t, "tcp")
+	r.s = startServer(t, serverConfig{
+		adapters: []string{adapterXML("tcp", "connect.bearer.tcp", r.ep, "")},
+		extra:    fmt.Sprintf(`<resume secondaryBindPort="%d" pingFrequency="500"/>`, secondary),
+	}, true)
+	file := directEcho(t, "", `    <route method="*" linkType="server"/>
+    <route method="setLevel" link="reliable"/>
+    <route data="meter.level">
+      <alternative link="unreliable"/>
+      <alternative link="server"/>
+    </route>
+`)
+	runnerDir := t.TempDir()
+	run := startRunner(t, r.s, runnerDir, "--server", r.ep, "--service", file, "--plugin", bin.echoService)
+	r.s.waitRemote("example.echo", true)
+	assertNeverListens(t, run, "after providing")
+
+	c := r.goClient(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := c.StartSession(ctx, "example.echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wantAddr := fmt.Sprintf("udp://127.0.0.1:%d", secondary)
+	if st := linkStats(s)["unreliable"]; !st.Open || st.Address != wantAddr || st.Bearer != "connect.bearer.udp" {
+		t.Fatalf("the unreliable link: %+v; want open at the server's secondary endpoint %s\n%s", st, wantAddr, run.logs)
+	}
+	watch, err := s.Watch(ctx, "meter.level")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(v float64) {
+		t.Helper()
+		if _, err := s.Call(ctx, "setLevel", map[string]any{"level": v}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case dc := <-watch:
+				if dc.Value == v {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("the watch never saw meter.level %v", v)
+			}
+		}
+	}
+	const n = 100
+	for i := range n {
+		set(float64(i) / 1000)
+		if i%25 == 0 {
+			assertNeverListens(t, run, fmt.Sprintf("at value %d", i))
+		}
+	}
+	if moved, err := s.Roam(ctx); err != nil || moved != 1 {
+		t.Fatalf("Roam: %d links moved, %v", moved, err)
+	}
+	for i := n; i < n+20; i++ {
+		set(float64(i) / 1000)
+	}
+	st := linkStats(s)
+	if u := st["unreliable"]; !u.Open || u.DataChanges < n || u.Rejected != 0 {
+		t.Errorf("the unreliable link: %+v; want open with at least %d data changes", u, n)
+	}
+	if sv := st["server"]; sv.DataChanges != 1 { // the watch's snapshot only
+		t.Errorf("the server link carried %d data changes, want 1: the watch's snapshot (%+v)", sv.DataChanges, sv)
+	}
+	if got := r.s.metric("connect_relay_datagrams_total"); got == "0" || got == "" {
+		t.Errorf("connect_relay_datagrams_total is %q: nothing was relayed over udp", got)
+	}
+	if got := r.s.metric(`connect_relay_datagrams_dropped_total{reason="forged"}`); got != "0" {
+		t.Errorf("forged datagrams: %s, want 0", got)
+	}
+	assertNeverListens(t, run, "after the data")
+	// The check distinguishes: the runner does hold a udp socket, a
+	// connected one, to the server's secondary port.
+	_, conn := processSockets(t, run.cmd.Process.Pid)
+	if want := fmt.Sprintf(":%04X", secondary); !strings.Contains(strings.Join(conn, " "), want) {
+		t.Errorf("the runner's connected udp sockets: %v; want one to the secondary port %d", conn, secondary)
+	}
+	if !strings.Contains(run.logs.String(), `msg="direct link open"`) {
+		t.Errorf("the runner logged no direct link:\n%s", run.logs)
+	}
+
+	// SIGKILL, and a new runner process: the server's old udp path is
+	// stale (another control connection), it asks the new runner for one,
+	// and runtime data flows over the relayed unreliable link again.
+	run.kill()
+	r.s.waitRemote("example.echo", false)
+	run = startRunner(t, r.s, runnerDir, "--server", r.ep, "--service", file, "--plugin", bin.echoService)
+	r.s.waitRemote("example.echo", true)
+	before := linkStats(s)["unreliable"].DataChanges
+	back := false
+	for i := 0; i < 400 && !back; i++ { // bounded: the links come back within seconds
+		v := 0.5 + float64(i)/10000
+		if _, err := s.Call(ctx, "setLevel", map[string]any{"level": v}); err == nil {
+			for seen := false; !seen; {
+				select {
+				case dc := <-watch:
+					seen = dc.Value == v
+				case <-time.After(time.Second): // a lost datagram: set the next value
+					seen = true
+				case <-ctx.Done():
+					t.Fatal(ctx.Err())
+				}
+			}
+		}
+		u := linkStats(s)["unreliable"]
+		back = u.Open && u.DataChanges > before+5
+		if !back {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !back {
+		t.Fatalf("after the runner's restart no runtime data came over the relayed unreliable link again: %+v\n%s", linkStats(s), run.logs)
+	}
+	assertNeverListens(t, run, "after the restart")
+	t.Logf("unreliable link: %+v; relayed datagrams %s, udp path requests %s", linkStats(s)["unreliable"],
+		r.s.metric("connect_relay_datagrams_total"), r.s.metric("connect_relay_datagram_requests_total"))
 }

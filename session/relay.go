@@ -50,6 +50,12 @@ type ConnectRequest struct {
 	Host    string // tag 4, ≤ MaxConnectHost
 	Session string // tag 5, ≤ MaxSessionID: the session whose link it is, for logs
 	Link    string // tag 6, ≤ MaxLinkName: the link's name, for logs
+	// Datagram asks for a udp path instead of a tcp connection: the runner
+	// dials a connected udp socket to Host:Port, sends ConnectAttach in one
+	// datagram (one wire frame), repeats it as its keepalive, and serves the
+	// session's tagged datagram links (§15.1) that the server forwards on
+	// it (docs/PROTOCOL.md §15.2).
+	Datagram bool // tag 7
 }
 
 // ConnectAttach binds a connection a runner dialed to the connection
@@ -60,7 +66,7 @@ type ConnectAttach struct {
 }
 
 var (
-	namesConnectRequest = []string{1: "id", 2: "token", 3: "port", 4: "host", 5: "session", 6: "link"}
+	namesConnectRequest = []string{1: "id", 2: "token", 3: "port", 4: "host", 5: "session", 6: "link", 7: "datagram"}
 	namesConnectAttach  = []string{1: "id", 2: "token"}
 )
 
@@ -80,7 +86,8 @@ func (*ConnectRequest) Kind() Kind                { return KindConnectRequest }
 func (m *ConnectRequest) RunnerRequestID() uint64 { return m.ID }
 func (m *ConnectRequest) appendFields(dst []byte) []byte {
 	dst = appendUint(appendBytes(appendUint(dst, 1, m.ID), 2, m.Token), 3, m.Port)
-	return appendString(appendString(appendString(dst, 4, m.Host), 5, m.Session), 6, m.Link)
+	dst = appendString(appendString(appendString(dst, 4, m.Host), 5, m.Session), 6, m.Link)
+	return appendBool(dst, 7, m.Datagram)
 }
 func (m *ConnectRequest) field(f wire.Field) (bool, error) {
 	switch f.Tag {
@@ -96,6 +103,10 @@ func (m *ConnectRequest) field(f wire.Field) (bool, error) {
 		return true, text(f, MaxSessionID, &m.Session)
 	case 6:
 		return true, text(f, MaxLinkName, &m.Link)
+	case 7:
+		v, err := f.Bool()
+		m.Datagram = v
+		return true, err
 	}
 	return false, nil
 }
@@ -116,7 +127,7 @@ func (*ConnectRequest) fieldName(tag uint64) string { return name(namesConnectRe
 
 // String shows the message without its token.
 func (m *ConnectRequest) String() string {
-	return fmt.Sprintf("ConnectRequest{id %d, host %q, port %d, session %q, link %q}", m.ID, m.Host, m.Port, m.Session, m.Link)
+	return fmt.Sprintf("ConnectRequest{id %d, host %q, port %d, session %q, link %q, datagram %t}", m.ID, m.Host, m.Port, m.Session, m.Link, m.Datagram)
 }
 
 // ---- ConnectAttach ----

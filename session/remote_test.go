@@ -183,6 +183,7 @@ func relaySamples() []struct {
 		{"provide-service-relay", &ProvideService{ID: 17, Service: "example.echo", XML: []byte("<service/>"), Relay: true}},
 		{"connect-request", &ConnectRequest{ID: 18, Token: tok, Port: 9600, Host: "connect.example.net", Session: sid, Link: "reliable"}},
 		{"connect-request-minimal", &ConnectRequest{ID: 19, Token: tok, Port: 1}},
+		{"connect-request-datagram", &ConnectRequest{ID: 20, Token: tok, Port: 9600, Session: sid, Link: "unreliable", Datagram: true}},
 		{"connect-attach", &ConnectAttach{ID: 18, Token: tok}},
 	}
 }
@@ -191,8 +192,9 @@ func relaySamples() []struct {
 func relayBadSeeds() map[string][]byte {
 	id := wire.AppendUint64Field(nil, 1, 7)
 	return map[string][]byte{
-		"bad-connect-request-port": append(append(append([]byte{byte(KindConnectRequest)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 16))...), wire.AppendUint64Field(nil, 3, 70000)...),
-		"bad-connect-attach-token": append(append([]byte{byte(KindConnectAttach)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 15))...),
+		"bad-connect-request-port":     append(append(append([]byte{byte(KindConnectRequest)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 16))...), wire.AppendUint64Field(nil, 3, 70000)...),
+		"bad-connect-request-datagram": append(append(append(append([]byte{byte(KindConnectRequest)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 16))...), wire.AppendUint64Field(nil, 3, 9600)...), wire.AppendUint64Field(nil, 7, 2)...),
+		"bad-connect-attach-token":     append(append([]byte{byte(KindConnectAttach)}, id...), wire.AppendBytesField(nil, 2, make([]byte, 15))...),
 	}
 }
 
