@@ -30,6 +30,7 @@ FUZZ_TARGETS := \
 	./session:FuzzTaggedDatagram \
 	./client:FuzzTaggedIntake \
 	./core:FuzzRelayFirstFrame \
+	./core:FuzzUDPRelayDatagram \
 	./client:FuzzLinkHandshake \
 	./services/serviceplugin:FuzzPathType \
 	./routing:FuzzParse \
