@@ -419,17 +419,25 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 // Over a resume stream, Close ends the stream, so that the server ends the
 // client's sessions at once (and the state file, if any, ends up empty).
 func (c *Client) Close() error {
-	// Cancel first: run does not start a reconnect, and a stream being
+	c.mu.Lock()
+	l, cs := c.link, c.stream
+	c.mu.Unlock()
+	if cs == nil && l != nil {
+		// A link without a stream says goodbye before the cancellation:
+		// once c.ctx ends, its reader closes the connection, and a
+		// goodbye written after that would be lost.
+		l.goodbye()
+	}
+	// Then cancel: run does not start a reconnect, and a stream being
 	// opened either is published before the lock below or sees the
 	// cancellation and closes itself.
 	c.cancel()
 	c.mu.Lock()
-	l, cs := c.link, c.stream
+	l, cs = c.link, c.stream
 	c.mu.Unlock()
 	if cs != nil {
 		cs.st.Close() // tells the server, and closes the connection
 	} else if l != nil {
-		l.goodbye()
 		l.close()
 	}
 	c.setState(Closed, nil)
